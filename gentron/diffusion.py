@@ -1,0 +1,60 @@
+"""The paper's diffusion: epsilon-prediction on a linear beta schedule of 1000 steps.
+
+Noising and the loss live here, outside the network; sampling uses diffusers' schedulers built
+from the same schedule, so training and sampling agree by construction.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                prediction_type="epsilon")
+SAMPLERS = {
+    "ddim": lambda: DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                  timestep_spacing="trailing"),
+    "dpm++": lambda: DPMSolverMultistepScheduler(**SCHEDULE, algorithm_type="dpmsolver++", solver_order=2,
+                                                 timestep_spacing="trailing"),
+    "euler": lambda: EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"),
+}
+
+
+def make_scheduler(name: str, config: dict | None = None) -> SchedulerMixin:
+    """A sampler by name ('ddim', 'dpm++', 'euler'), on the training schedule (or ``config``'s)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
+    scheduler = SAMPLERS[name]()
+    if config is not None:  # keep a loaded pipeline's schedule, switch only the solver
+        keep = {k: config[k] for k in SCHEDULE if k in config}
+        scheduler = type(scheduler).from_config({**scheduler.config, **keep})
+    return scheduler
+
+
+class NoiseSchedule:
+    """q(x_t | x_0) for the linear-beta schedule."""
+
+    def __init__(self, num_train_timesteps: int = 1000):
+        self.scheduler = DDPMScheduler(**{**SCHEDULE, "num_train_timesteps": num_train_timesteps})
+        self.num_train_timesteps = num_train_timesteps
+
+    def q_sample(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.scheduler.add_noise(x0, noise, t)
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator | None = None,
+                         device: torch.device | str = "cpu") -> torch.Tensor:
+        return torch.randint(0, self.num_train_timesteps, (batch,), generator=generator).to(device)
+
+
+def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, text: torch.Tensor,
+                   text_mask: torch.Tensor, motion: torch.Tensor | None = None,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """The simple epsilon-prediction MSE of DDPM, averaged over the batch.
+
+    x0: clean latents (B, C, F, H, W); the noise and timesteps are drawn from ``generator``.
+    """
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    t = schedule.sample_timesteps(x0.shape[0], generator, x0.device)
+    eps = model(schedule.q_sample(x0, noise, t), t, text, text_mask, motion)
+    return F.mse_loss(eps.float(), noise.float())

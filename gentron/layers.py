@@ -1,0 +1,131 @@
+"""Building blocks: one attention (spatial, temporal or cross by reshape and mask), MLP, embeddings.
+
+Attention is written once on ``F.scaled_dot_product_attention``. Spatial self-attention sees the
+patches of one frame; temporal self-attention is the same module after
+``(b f) n d -> (b n) f d``; motion-free is an identity mask, not another code path.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN: ``x * (1 + scale) + shift`` with per-sample (B, D) or (B, 1, D) parameters."""
+    if shift.dim() == 2:
+        shift, scale = shift.unsqueeze(1), scale.unsqueeze(1)
+    return x * (1 + scale) + shift
+
+
+class Attention(nn.Module):
+    """Multi-head attention. ``context=None`` is self-attention (fused qkv); otherwise cross-attention.
+
+    ``mask`` is boolean, True where a query may attend a key, broadcastable to (B, heads, Nq, Nk).
+    """
+
+    def __init__(self, dim: int, num_heads: int, context_dim: int | None = None):
+        super().__init__()
+        self.num_heads = num_heads
+        self.is_cross = context_dim is not None
+        if self.is_cross:
+            self.q = nn.Linear(dim, dim)
+            self.kv = nn.Linear(context_dim, 2 * dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        if self.is_cross:
+            q = self.q(x)
+            k, v = self.kv(context).chunk(2, dim=-1)
+        else:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, d)
+        return self.proj(rearrange(out, "b h n d -> b n (h d)"))
+
+
+class TemporalAttention(nn.Module):
+    """Self-attention over the frames of each patch: ``((b f) n d) -> ((b n) f d)``.
+
+    The output projection starts at exactly zero, so adding this layer to a trained image model
+    leaves its output unchanged. ``motion`` (B,) bool: False gives an identity mask, so each frame
+    attends only to itself (the motion-free branch of joint image-video training and of MFG).
+    """
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        nn.init.zeros_(self.attn.proj.weight)
+        nn.init.zeros_(self.attn.proj.bias)
+
+    def forward(self, x: torch.Tensor, frames: int, frame_pos: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        # x: ((B F), N, D); frame_pos: (F, D); motion: (B,) bool
+        n = x.shape[1]
+        h = rearrange(self.norm(x), "(b f) n d -> (b n) f d", f=frames) + frame_pos
+        eye = torch.eye(frames, dtype=torch.bool, device=x.device)
+        mask = eye | motion.view(-1, 1, 1)  # (B, F, F): all True with motion, identity without
+        mask = mask.repeat_interleave(n, dim=0).unsqueeze(1)  # ((B N), 1, F, F)
+        h = self.attn(h, mask=mask)
+        return rearrange(h, "(b n) f d -> (b f) n d", n=n)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, approximate: str = "none"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate=approximate)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """(N,) float positions -> (N, dim) as in DiT/MAE: [sin, cos] over geometric frequencies."""
+    omega = torch.arange(dim // 2, dtype=torch.float64, device=positions.device) / (dim / 2.0)
+    omega = 1.0 / 10000**omega
+    out = positions.double()[:, None] * omega[None]
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1).float()
+
+
+def sincos_2d(dim: int, grid_h: int, grid_w: int, base_size: int | None = None, scale: float = 1.0,
+              device: torch.device | None = None) -> torch.Tensor:
+    """2D sine-cosine positions for any latent grid, (grid_h * grid_w, dim), row-major.
+
+    With ``base_size`` the grid is rescaled as PixArt does, so that positions span the same range
+    whatever the resolution; without it, positions are 0..n-1 as in DiT.
+    """
+    ys = torch.arange(grid_h, dtype=torch.float64, device=device)
+    xs = torch.arange(grid_w, dtype=torch.float64, device=device)
+    if base_size is not None:
+        ys = ys / (grid_h / base_size) / scale
+        xs = xs / (grid_w / base_size) / scale
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    # MAE/DiT put the w coordinate first; keep that order so DiT-style weights map over.
+    return torch.cat([sincos_1d(dim // 2, gx.reshape(-1)), sincos_1d(dim // 2, gy.reshape(-1))], dim=1)
+
+
+def timestep_embedding(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+    """DiT's sinusoidal timestep features, [cos, sin] order (diffusers' flip_sin_to_cos=True)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps -> (B, D) vectors, as in DiT."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(timestep_embedding(t, self.freq_dim).to(self.mlp[0].weight.dtype))

@@ -1,0 +1,210 @@
+"""GenTronTransformer: DiT blocks with text cross-attention, and temporal attention for videos.
+
+One class serves images and videos: latents are (B, C, F, H, W) and ``F == 1`` is an image. The
+network is a pure noise predictor; the schedule, the loss and guidance live elsewhere.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+
+import torch
+import torch.utils.checkpoint
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from torch import nn
+
+from .config import GenTronConfig, get_preset
+from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, sincos_1d, sincos_2d
+
+
+class GenTronBlock(nn.Module):
+    """Spatial self-attention, temporal self-attention, cross-attention to text, MLP."""
+
+    def __init__(self, cfg: GenTronConfig):
+        super().__init__()
+        d = cfg.hidden_size
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(d, cfg.num_heads)
+        self.temporal = TemporalAttention(d, cfg.num_heads) if cfg.temporal else None
+        self.cross = None
+        if cfg.text_conditioning == "cross_attention":
+            self.norm_cross = nn.LayerNorm(d, eps=1e-6) if cfg.cross_attention_norm else nn.Identity()
+            self.cross = Attention(d, cfg.num_heads, context_dim=d)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(d, cfg.mlp_hidden_size, cfg.gelu_approximate)
+        if cfg.timestep_modulation == "adaln_zero":  # DiT: one modulation MLP per block
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        else:  # PixArt's adaLN-single: a shared MLP (in the model) plus this block's learned table
+            self.scale_shift_table = nn.Parameter(torch.randn(6, d) / d**0.5)
+        self.gradient_checkpointing = False
+
+    def modulation(self, c: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """c: (BF, D) for adaLN-Zero, (BF, 6D) for adaLN-single -> six (BF, 1, D) tensors."""
+        if hasattr(self, "adaLN_modulation"):
+            return self.adaLN_modulation(c).unsqueeze(1).chunk(6, dim=2)
+        return (self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)).chunk(6, dim=1)
+
+    def forward(self, x, c, text, text_mask, frames, frame_pos, motion):
+        # x: ((B F), N, D) tokens; c: (B F) conditioning; text: (B, L, D); text_mask: (B, 1, 1, L)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        if self.temporal is not None:
+            x = x + self.temporal(x, frames, frame_pos, motion)
+        if self.cross is not None:  # every frame's patches query the same text: one (B, F·N) query set
+            h = rearrange(self.norm_cross(x), "(b f) n d -> b (f n) d", f=frames)
+            x = x + rearrange(self.cross(h, text, text_mask), "b (f n) d -> (b f) n d", f=frames)
+        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class GenTronTransformer(ModelMixin, ConfigMixin):
+    """Latent noise predictor: (latents, timestep, text tokens, text mask, motion) -> epsilon."""
+
+    _supports_gradient_checkpointing = True
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        patch_size: int = 2,
+        hidden_size: int = 1152,
+        depth: int = 28,
+        num_heads: int = 16,
+        mlp_hidden_size: int = 4608,
+        text_dim: int = 4096,
+        text_conditioning: str = "cross_attention",
+        timestep_modulation: str = "adaln_zero",
+        temporal: bool = False,
+        gelu_approximate: str = "none",
+        cross_attention_norm: bool = True,
+        pos_embed_base_size: int | None = None,
+        pos_embed_interpolation_scale: float = 1.0,
+    ):
+        super().__init__()
+        cfg = GenTronConfig(**{k: v for k, v in locals().items() if k in GenTronConfig.__dataclass_fields__})
+        self.cfg = cfg.validate()
+        d, p = cfg.hidden_size, cfg.patch_size
+        self.x_embedder = nn.Conv2d(cfg.in_channels, d, kernel_size=p, stride=p)
+        self.t_embedder = TimestepEmbedder(d)
+        if cfg.timestep_modulation == "adaln_single":
+            self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        # PixArt's caption projection: text width -> model width, shared by every block.
+        self.text_proj = Mlp(cfg.text_dim, d, cfg.gelu_approximate)
+        self.text_proj.fc2 = nn.Linear(d, d)
+        if cfg.text_conditioning == "adaln_zero":  # pooled text joins the timestep in adaLN
+            self.pooled_text_embedder = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList([GenTronBlock(cfg) for _ in range(cfg.depth)])
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        if cfg.timestep_modulation == "adaln_zero":
+            self.final_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        else:
+            self.final_scale_shift_table = nn.Parameter(torch.randn(2, d) / d**0.5)
+        self.proj_out = nn.Linear(d, p * p * cfg.in_channels)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """DiT's initialisation, then the zeros that make every residual branch start as identity.
+
+        adaLN-Zero: the modulation that gates each branch starts at zero, so every block is the
+        identity at step 0 and the output layer predicts zero. Temporal attention's output
+        projection is zero too, so a new T2V model reproduces its T2I parent frame by frame.
+        """
+        def _basic_init(module: nn.Module) -> None:
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+        self.apply(_basic_init)
+        w = self.x_embedder.weight.data  # initialise the patch embedding like a Linear
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        nn.init.normal_(self.text_proj.fc1.weight, std=0.02)
+        nn.init.normal_(self.text_proj.fc2.weight, std=0.02)
+        if hasattr(self, "t_block"):
+            nn.init.normal_(self.t_block[1].weight, std=0.02)
+        for block in self.blocks:
+            if hasattr(block, "adaLN_modulation"):
+                nn.init.zeros_(block.adaLN_modulation[-1].weight)
+                nn.init.zeros_(block.adaLN_modulation[-1].bias)
+            if block.temporal is not None:
+                nn.init.zeros_(block.temporal.attn.proj.weight)
+                nn.init.zeros_(block.temporal.attn.proj.bias)
+        if hasattr(self, "final_modulation"):
+            nn.init.zeros_(self.final_modulation[-1].weight)
+            nn.init.zeros_(self.final_modulation[-1].bias)
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "GenTronTransformer":
+        return cls(**asdict(get_preset(name, **overrides)))
+
+    def forward(
+        self,
+        latents: torch.Tensor,
+        timestep: torch.Tensor,
+        text: torch.Tensor,
+        text_mask: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """latents (B, C, F, H, W) or (B, C, H, W); timestep (B,); text (B, L, text_dim);
+        text_mask (B, L), True/1 on real tokens; motion (B,) bool, False = identity temporal mask.
+        Returns the predicted noise, shaped like ``latents``."""
+        image_input = latents.dim() == 4
+        if image_input:
+            latents = latents.unsqueeze(2)
+        b, _, f, h, w = latents.shape
+        p, cfg = self.cfg.patch_size, self.cfg
+        if h % p or w % p:
+            raise ValueError(f"latent height and width ({h}x{w}) must be multiples of patch_size {p}")
+        dtype = self.x_embedder.weight.dtype
+        x = self.x_embedder(rearrange(latents, "b c f h w -> (b f) c h w").to(dtype))  # (BF, D, h/p, w/p)
+        gh, gw = x.shape[-2:]
+        pos = sincos_2d(cfg.hidden_size, gh, gw, cfg.pos_embed_base_size, cfg.pos_embed_interpolation_scale, x.device)
+        x = rearrange(x, "bf d gh gw -> bf (gh gw) d") + pos.to(x.dtype)  # (BF, N, D)
+
+        if text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        text_mask = text_mask.bool()
+        text = self.text_proj(text.to(dtype))  # (B, L, D)
+        t = self.t_embedder(timestep.expand(b) if timestep.dim() == 0 else timestep)  # (B, D)
+        c = t
+        if cfg.text_conditioning == "adaln_zero":
+            m = text_mask.unsqueeze(-1).to(text.dtype)
+            c = c + self.pooled_text_embedder((text * m).sum(1) / m.sum(1).clamp(min=1))
+        c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
+        c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
+        if motion is None:
+            motion = torch.ones(b, dtype=torch.bool, device=latents.device)
+        frame_pos = sincos_1d(cfg.hidden_size, torch.arange(f, device=x.device)).to(x.dtype)
+        attn_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): True where a token may be attended
+
+        for block in self.blocks:
+            args = (x, c_blocks, text, attn_mask, f, frame_pos, motion.bool())
+            if block.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)
+
+        if cfg.timestep_modulation == "adaln_zero":
+            shift, scale = self.final_modulation(c).repeat_interleave(f, dim=0).chunk(2, dim=1)
+        else:
+            shift, scale = (self.final_scale_shift_table[None] + t[:, None]).repeat_interleave(f, 0).chunk(2, dim=1)
+        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (BF, N, p*p*C)
+        out = rearrange(x, "(b f) (gh gw) (p q c) -> b c f (gh p) (gw q)", f=f, gh=gh, p=p, q=p)
+        return out[:, :, 0] if image_input else out
+
+    def to_video(self) -> "GenTronTransformer":
+        """A text-to-video copy of this image model: same weights, plus zero-output temporal layers."""
+        if self.cfg.temporal:
+            raise ValueError("this model already has temporal layers")
+        video = GenTronTransformer(**asdict(replace(self.cfg, temporal=True))).to(self.device, self.dtype)
+        missing, unexpected = video.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(".temporal." in k for k in missing), (missing, unexpected)
+        return video
+
+    def count_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

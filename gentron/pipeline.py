@@ -1,0 +1,206 @@
+"""GenTronPipeline: text -> latents -> guided sampler loop (with previews) -> decoded frames.
+
+A diffusers ``DiffusionPipeline``: ``save_pretrained`` writes the usual component folders and
+``from_pretrained`` reads them back from a local folder or a hub id.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .diffusion import SAMPLERS, make_scheduler
+from .guidance import guidance_weights, guided_noise
+from .model import GenTronTransformer
+from .text import TextTower, count_tokens, encode_text
+
+MAX_SEED = 2**32 - 1
+MAX_FRAMES = 64
+MAX_STEPS = 500
+MAX_GUIDANCE = 50.0
+MAX_PROMPT_CHARS = 2000
+
+# Callback(step, total_steps, preview) — preview is (B, F, H, W, 3) uint8 on preview steps, else None.
+StepCallback = Callable[[int, int, "np.ndarray | None"], None]
+
+
+class Interrupted(RuntimeError):
+    """Raised when ``should_stop`` returned True: sampling stopped between two steps."""
+
+
+@dataclass
+class GenTronOutput:
+    frames: np.ndarray  # (B, F, H, W, 3) uint8, one entry per sample
+    settings: list[dict[str, Any]] = field(default_factory=list)  # what made each sample, for export
+    seconds: float = 0.0
+
+
+class GenTronPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->text_encoder_2->transformer->vae"
+    _optional_components = ["text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2"]
+
+    def __init__(self, transformer: GenTronTransformer, vae: AutoencoderKL, scheduler: SchedulerMixin,
+                 text_encoder: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
+                 text_encoder_2: PreTrainedModel | None = None, tokenizer_2: PreTrainedTokenizerBase | None = None):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
+                              tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+
+    # ---- properties of the loaded model -------------------------------------------------------
+    @property
+    def towers(self) -> list[TextTower]:
+        """CLIP (text_encoder) then T5 (text_encoder_2), whichever the model has."""
+        out = []
+        for enc, tok in ((self.text_encoder, self.tokenizer), (self.text_encoder_2, self.tokenizer_2)):
+            if enc is not None:
+                limit = getattr(enc.config, "max_position_embeddings", None) or tok.model_max_length
+                out.append(TextTower(tok, enc, min(limit, tok.model_max_length)))
+        return out
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def size_multiple(self) -> int:
+        """Image sides must be multiples of this: VAE downsampling times the patch size."""
+        return self.vae_scale_factor * self.transformer.config.patch_size
+
+    @property
+    def default_resolution(self) -> int:
+        """The VAE's native sample size (64 for the built-in model, 512 for SD's VAE)."""
+        size = self.vae.config.sample_size
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+    # ---- validation: one place, used by the CLI and the app too -------------------------------
+    def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
+                     text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str) -> None:
+        """Raise ValueError naming the parameter and its allowed range."""
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            if not isinstance(text, str):
+                raise ValueError(f"{name} must be a string, got {type(text).__name__}")
+            if len(text) > MAX_PROMPT_CHARS:
+                raise ValueError(f"{name} is {len(text)} characters; at most {MAX_PROMPT_CHARS} are allowed")
+            if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+                raise ValueError(f"{name} contains control characters; remove them")
+        if not prompt.strip():
+            raise ValueError("prompt is empty: describe what to draw, e.g. 'a red circle'")
+        for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
+            n, limit = count_tokens(self.towers, text), min(t.max_length for t in self.towers)
+            if n > limit:
+                raise ValueError(f"{name} is {n} tokens; this model reads at most {limit}: shorten it")
+        _check_int("frames", frames, 1, MAX_FRAMES)
+        if frames > 1 and not self.transformer.config.temporal:
+            raise ValueError("frames must be 1: this is a text-to-image model (no temporal layers)")
+        m = self.size_multiple
+        for name, side in (("height", height), ("width", width)):
+            _check_int(name, side, m, 2048)
+            if side % m:
+                raise ValueError(f"{name} must be a multiple of {m} between {m} and 2048, got {side}")
+        _check_int("steps", steps, 1, MAX_STEPS)
+        for name, value in [("text_guidance", text_guidance)] + [("motion_guidance", v) for v in motion_guidances]:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                    or not 0 <= value <= MAX_GUIDANCE:
+                raise ValueError(f"{name} must be a finite number from 0 to {MAX_GUIDANCE}, got {value!r}")
+        if seed is not None:
+            _check_int("seed", seed, 0, MAX_SEED)
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+
+    # ---- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        frames: int = 1,
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        text_guidance: float = 7.5,
+        motion_guidance: float | list[float] = 1.0,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        sampler: str = "dpm++",
+        callback: StepCallback | None = None,
+        preview_every: int = 5,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> GenTronOutput:
+        """Generate one sample, or one per λM when ``motion_guidance`` is a list (same noise, same text).
+
+        ``seed`` makes the result reproducible (bit-identical on the CPU); a ``generator`` overrides it.
+        """
+        started = time.perf_counter()
+        height = height or self.default_resolution
+        width = width or height
+        lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]
+        self.check_inputs(prompt, negative_prompt, frames, height, width, num_inference_steps, text_guidance, lm,
+                          seed, sampler)
+        batch = len(lm)
+        device = self.transformer.device
+
+        # text once per request, shared by every λM of a comparison
+        emb, mask = encode_text(self.towers, [prompt, negative_prompt])
+        emb, mask = emb.to(device), mask.to(device)
+        cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
+        uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
+        branches, weights = guidance_weights(float(text_guidance), lm if frames > 1 else None)
+
+        scheduler = make_scheduler(sampler, dict(self.scheduler.config))
+        scheduler.set_timesteps(num_inference_steps, device=device)
+        if generator is None:
+            generator = torch.Generator("cpu").manual_seed(0 if seed is None else seed)
+        shape = (1, self.transformer.config.in_channels, frames, height // self.vae_scale_factor,
+                 width // self.vae_scale_factor)
+        # one noise for every λM, so a comparison differs only by the guidance
+        latents = torch.randn(shape, generator=generator).expand(batch, -1, -1, -1, -1).to(device)
+        latents = latents * scheduler.init_noise_sigma
+        alphas = scheduler.alphas_cumprod.to(device)
+
+        total = len(scheduler.timesteps)
+        for i, t in enumerate(scheduler.timesteps):
+            if should_stop is not None and should_stop():
+                raise Interrupted(f"stopped at step {i} of {total}")
+            x_in = scheduler.scale_model_input(latents, t)
+            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), cond, uncond, branches, weights)
+            latents = scheduler.step(eps, t, latents).prev_sample
+            if callback is not None:
+                preview = None
+                if (i + 1) % preview_every == 0 and i + 1 < total:
+                    a = alphas[int(round(float(t)))]
+                    preview = self.decode((x_in - (1 - a).sqrt() * eps) / a.sqrt())  # clean estimate
+                callback(i + 1, total, preview)
+
+        frames_out = self.decode(latents)
+        seconds = time.perf_counter() - started
+        settings = [dict(prompt=prompt, negative_prompt=negative_prompt, frames=frames, height=height, width=width,
+                         steps=num_inference_steps, text_guidance=float(text_guidance), motion_guidance=m,
+                         seed=seed, sampler=sampler, model=self.name_or_path) for m in lm]
+        return GenTronOutput(frames_out, settings, seconds)
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> np.ndarray:
+        """(B, C, F, h, w) latents -> (B, F, H, W, 3) uint8; all frames go through the VAE as one batch."""
+        b, _, f = latents.shape[:3]
+        z = latents.permute(0, 2, 1, 3, 4).reshape(b * f, *latents.shape[1:2], *latents.shape[3:])
+        cfg = self.vae.config
+        z = z / cfg.scaling_factor + (getattr(cfg, "shift_factor", None) or 0.0)
+        img = self.vae.decode(z.to(self.vae.dtype)).sample.float()
+        img = ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+        return img.permute(0, 2, 3, 1).reshape(b, f, *img.shape[2:], 3).cpu().numpy()
+
+    @property
+    def name_or_path(self) -> str:
+        return str(getattr(self.config, "_name_or_path", "") or "")
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
