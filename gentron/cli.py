@@ -1,0 +1,122 @@
+"""Command line: ``python -m gentron generate | info | train | eval | bench``.
+
+Every result prints one JSON line; every bad argument prints a clear message and exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", help="what to draw, e.g. 'a red circle moving left'")
+    p.add_argument("--negative-prompt", default="", help="replaces the empty text in guidance")
+    p.add_argument("--out", help="output file: .png for an image, .mp4 or .gif for a video")
+    p.add_argument("--prompts-file", help="JSONL of {id, prompt, frames, ...}: batch form, with --out-dir")
+    p.add_argument("--out-dir", help="folder for the batch form's <id>.png / <id>.mp4")
+    p.add_argument("--frames", type=int, default=None, help="1 for an image (default: 1 for .png, 8 otherwise)")
+    p.add_argument("--resolution", type=int, default=None, help="side in pixels (default: the model's)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--text-guidance", type=float, default=7.5, help="λT")
+    p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", default="dpm++", help="ddim, dpm++ or euler")
+    p.add_argument("--fps", type=float, default=4.0)
+    p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
+                   "random:PRESET for an explicitly random one")
+    p.add_argument("--quantize", default="none", help="none, bf16, int8, bnb8 or bnb4")
+    p.add_argument("--device", default="cpu")
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .export import save_result
+    from .loading import load_pipeline
+
+    if (args.prompts_file is None) == (args.prompt is None):
+        raise ValueError("give either --prompt (with --out) or --prompts-file (with --out-dir)")
+    if args.prompt is not None and not args.out:
+        raise ValueError("--out is required with --prompt, e.g. --out result.mp4")
+    if args.prompts_file and not args.out_dir:
+        raise ValueError("--out-dir is required with --prompts-file")
+    jobs = _read_jobs(args) if args.prompts_file else [
+        dict(prompt=args.prompt, out=args.out, frames=args.frames or (1 if args.out.lower().endswith(".png") else 8))]
+    pipe = load_pipeline(args.model, args.device, args.quantize)  # once, for every job
+    for job in jobs:
+        out = pipe(job["prompt"], negative_prompt=job.get("negative_prompt", args.negative_prompt),
+                   frames=job["frames"], height=job.get("resolution", args.resolution), num_inference_steps=args.steps,
+                   text_guidance=job.get("text_guidance", args.text_guidance),
+                   motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
+                   sampler=args.scheduler)
+        settings = {**out.settings[0], "quantize": args.quantize, "fps": args.fps}
+        path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)
+        print(json.dumps({**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}),
+              flush=True)
+    return 0
+
+
+def _read_jobs(args: argparse.Namespace) -> list[dict]:
+    jobs = []
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for n, line in enumerate(Path(args.prompts_file).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            job = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{args.prompts_file} line {n} is not JSON: {e}") from None
+        if not isinstance(job, dict) or "prompt" not in job:
+            raise ValueError(f"{args.prompts_file} line {n} needs a \"prompt\"")
+        job_id = str(job.get("id", n))
+        if not job_id.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{args.prompts_file} line {n}: id {job_id!r} may hold only letters, digits, - and _")
+        frames = int(job.get("frames", args.frames or 1))
+        jobs.append({**job, "id": job_id, "frames": frames,
+                     "out": str(out_dir / f"{job_id}.{'png' if frames == 1 else 'mp4'}")})
+    return jobs
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import get_preset
+    from .model import GenTronTransformer
+
+    cfg = get_preset(args.preset, temporal=args.temporal)
+    with torch.device("meta"):  # counts parameters without allocating them
+        model = GenTronTransformer(**asdict(cfg))
+    print(json.dumps({"preset": args.preset, "parameters": model.count_parameters(), **asdict(cfg)}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gentron", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    gen = sub.add_parser("generate", help="text to image or video")
+    _generate_args(gen)
+    info = sub.add_parser("info", help="a preset's fields and parameter count, as JSON")
+    info.add_argument("--preset", default="XL/2")
+    info.add_argument("--temporal", action="store_true", help="count the text-to-video model")
+    train = sub.add_parser("train", help="train a stage from a YAML config")
+    train.add_argument("rest", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "info":
+            return cmd_info(args)
+        if args.command == "train":
+            from .training.__main__ import main as train_main
+
+            return train_main(args.rest)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Finding and loading a model: the built-in one, a local folder, a hub id, or an explicit random one.
+
+Weights load only through safetensors. Every failure names the path and what to do; nothing falls
+back to random weights unless ``random:PRESET`` was asked for by name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "assets" / "gentron-shapes"
+MODEL_ENV = "GENTRON_MODEL"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+class ModelLoadError(ValueError):
+    """The model could not be loaded; the message says why and what to do."""
+
+
+def resolve_model(model: str | None) -> str:
+    """The model to load: the argument, else $GENTRON_MODEL, else the built-in model."""
+    return model or os.environ.get(MODEL_ENV) or str(BUILTIN_MODEL)
+
+
+def _check_folder(root: Path) -> None:
+    index = root / "model_index.json"
+    if not index.is_file():
+        raise ModelLoadError(f"{root} is not a GenTron pipeline folder (no model_index.json); "
+                             "point --model at a folder written by save_pretrained or `gentron train`")
+    try:
+        components = json.loads(index.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{index} is not valid JSON: {e}") from None
+    for name, spec in components.items():
+        if name.startswith("_") or not isinstance(spec, list) or spec[0] is None:
+            continue
+        folder = root / name
+        if not folder.is_dir():
+            raise ModelLoadError(f"component folder {folder} is missing")
+        pickles = [p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES]
+        weights = list(folder.glob("*.safetensors"))
+        if pickles and not weights:
+            raise ModelLoadError(f"{folder} holds only pickled weights {pickles}; GenTron loads safetensors only "
+                                 "(convert them with safetensors.torch.save_file from a trusted environment)")
+        for w in weights:
+            _check_safetensors(w)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Read the header and check the file is as long as it says (catches truncated downloads)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ModelLoadError(f"{path} is truncated or not a safetensors file ({size} bytes)")
+        n = int.from_bytes(head, "little")
+        if n <= 0 or n > size - 8:
+            raise ModelLoadError(f"{path} is corrupt: header length {n} does not fit in {size} bytes")
+        try:
+            header = json.loads(f.read(n))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ModelLoadError(f"{path} is corrupt: its header is not valid JSON") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise ModelLoadError(f"{path} is truncated: its tensors need {8 + n + end} bytes, the file has {size}")
+
+
+def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none"):
+    """Load a GenTronPipeline. ``model``: a folder, a hub id, ``random:PRESET``, or None (built-in)."""
+    from .pipeline import GenTronPipeline
+
+    name = resolve_model(model)
+    if name.startswith("random:"):
+        from .factory import build_random_pipeline
+
+        pipe = build_random_pipeline(name.split(":", 1)[1])
+    else:
+        root = Path(name).expanduser()
+        if root.exists():
+            _check_folder(root)
+        elif name == str(BUILTIN_MODEL) or name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+            raise ModelLoadError(f"model folder {name} does not exist" + (
+                "; the built-in model ships in assets/ — is this a full checkout?" if name == str(BUILTIN_MODEL) else ""))
+        try:
+            pipe = GenTronPipeline.from_pretrained(str(root) if root.exists() else name, use_safetensors=True)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # the loaders' own messages, with the model named
+            raise ModelLoadError(f"could not load model {name}: {type(e).__name__}: {e}") from e
+    pipe = pipe.to(device)
+    if quantize != "none":
+        from .quantization import quantize_pipeline
+
+        quantize_pipeline(pipe, quantize)
+    return pipe

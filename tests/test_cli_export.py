@@ -1,0 +1,75 @@
+"""CLI and export: JSON lines out, settings embedded, clear errors with non-zero exits."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gentron.cli import main
+from gentron.export import read_settings, read_video, save_result
+
+
+def test_export_round_trips_settings(tmp_path):
+    frames = (np.random.default_rng(0).random((4, 30, 30, 3)) * 255).astype(np.uint8)
+    settings = {"prompt": "a red circle", "seed": 3}
+    for name in ("v.mp4", "v.gif"):
+        path = save_result(frames, tmp_path / name, fps=4, settings=settings)
+        assert read_settings(path) == settings
+        back = read_video(path)
+        assert back.shape == (4, 30, 30, 3)
+    png = save_result(frames[:1], tmp_path / "i.png", settings=settings)
+    assert read_settings(png) == settings
+    with pytest.raises(ValueError, match="a PNG holds one frame"):
+        save_result(frames, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="unknown output type"):
+        save_result(frames, tmp_path / "x.avi")
+
+
+def test_mp4_is_browser_playable(tmp_path):
+    """H.264, yuv420p, even sides (odd sides are padded; they once gave 0-byte files)."""
+    import imageio_ffmpeg
+
+    frames = np.zeros((3, 33, 31, 3), np.uint8)
+    path = save_result(frames, tmp_path / "odd.mp4", settings={})
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(path)], capture_output=True, text=True).stderr
+    assert "h264" in probe and "yuv420p" in probe and "32x34" in probe  # W x H, both padded to even
+
+
+def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
+    out = tmp_path / "one.mp4"
+    assert main(["generate", "--prompt", "a red circle moving left", "--out", str(out), "--model",
+                 str(tiny_pipeline_dir), "--resolution", "32", "--steps", "3", "--frames", "3", "--seed", "5"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["path"] == str(out) and line["seed"] == 5 and line["frames"] == 3 and line["seconds"] > 0
+    assert read_settings(out)["prompt"] == "a red circle moving left"
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "img", "prompt": "a blue square"}\n{"id": "vid", "prompt": "a red star spinning", '
+                    '"frames": 2}\n')
+    assert main(["generate", "--prompts-file", str(jobs), "--out-dir", str(tmp_path / "o"), "--model",
+                 str(tiny_pipeline_dir), "--resolution", "32", "--steps", "2"]) == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [x["id"] for x in lines] == ["img", "vid"]
+    assert (tmp_path / "o" / "img.png").exists() and (tmp_path / "o" / "vid.mp4").exists()
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--prompt", "", "--out", "x.png"], "prompt is empty"),
+    (["--prompt", "a red circle", "--out", "x.png", "--steps", "0"], "steps"),
+    (["--prompt", "a red circle", "--out", "x.png", "--scheduler", "plms"], "sampler"),
+    (["--prompt", "a red circle", "--out", "x.png", "--seed", "-3"], "seed"),
+    (["--prompt", "a red circle", "--out", "x.png", "--resolution", "30"], "height must be a multiple"),
+    (["--prompt", "a red circle"], "--out is required"),
+    (["--prompt", "a red circle", "--out", "x.png", "--model", "/nonexistent/model"], "does not exist"),
+])
+def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, capsys, argv, match, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = [] if "--model" in argv else ["--model", str(tiny_pipeline_dir)]
+    assert main(["generate", *argv, *model]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_info_counts_on_meta_device():
+    proc = subprocess.run([sys.executable, "-m", "gentron", "info", "--preset", "XL/2"], capture_output=True, text=True)
+    info = json.loads(proc.stdout)
+    assert info["depth"] == 28 and info["hidden_size"] == 1152 and 8e8 < info["parameters"] < 9e8

@@ -1,0 +1,151 @@
+"""Contract tests of the transformer: shapes, zero-init, T2I -> T2V, masks, save/load."""
+import torch
+import pytest
+
+from gentron.config import PRESETS, get_preset
+from gentron.model import GenTronTransformer
+
+
+def _inputs(b=2, f=3, text_dim=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 4, f, 8, 8, generator=g)
+    t = torch.randint(0, 1000, (b,), generator=g)
+    text = torch.randn(b, 5, text_dim, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]][:b], dtype=torch.bool)
+    return x, t, text, mask
+
+
+def _randomise(model, seed=1):
+    """Perturb every parameter so zero-initialised branches are live (a trained-like model)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return model
+
+
+def test_adaln_zero_init_predicts_zero():
+    model = GenTronTransformer.from_preset("tiny", temporal=True)
+    x, t, text, mask = _inputs()
+    out = model(x, t, text, mask)
+    assert out.shape == x.shape
+    assert torch.count_nonzero(out) == 0  # adaLN-Zero: blocks are identities, output layer is zero
+
+
+def test_image_input_is_one_frame_video():
+    model = _randomise(GenTronTransformer.from_preset("tiny"))
+    x, t, text, mask = _inputs(f=1)
+    assert torch.allclose(model(x[:, :, 0], t, text, mask), model(x, t, text, mask)[:, :, 0])
+
+
+@pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero"])
+@pytest.mark.parametrize("modulation", ["adaln_zero", "adaln_single"])
+def test_t2v_from_t2i_reproduces_every_frame(text_conditioning, modulation):
+    image = _randomise(GenTronTransformer.from_preset("tiny", text_conditioning=text_conditioning,
+                                                     timestep_modulation=modulation)).eval()
+    video = image.to_video().eval()
+    assert video.config.temporal and video.count_parameters() > image.count_parameters()
+    x, t, text, mask = _inputs(f=4)
+    with torch.no_grad():
+        per_frame = torch.stack([image(x[:, :, i], t, text, mask) for i in range(4)], dim=2)
+        for motion in (True, False):
+            out = video(x, t, text, mask, torch.full((2,), motion))
+            assert torch.equal(out, per_frame) or (out - per_frame).abs().max() < 1e-6
+
+
+def test_identity_mask_makes_frames_independent():
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    x, t, text, mask = _inputs(f=4)
+    x2 = x.clone()
+    x2[:, :, 3] += 1.0  # change only the last frame
+    off = torch.zeros(2, dtype=torch.bool)
+    with torch.no_grad():
+        a, b = model(x, t, text, mask, off), model(x2, t, text, mask, off)
+        assert torch.allclose(a[:, :, :3], b[:, :, :3], atol=1e-6)  # other frames unaffected
+        on = torch.ones(2, dtype=torch.bool)
+        a, b = model(x, t, text, mask, on), model(x2, t, text, mask, on)
+        assert (a[:, :, :3] - b[:, :, :3]).abs().max() > 1e-4  # with motion, frames talk
+
+
+def test_motion_switch_is_per_sample():
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    x, t, text, mask = _inputs(f=3)
+    with torch.no_grad():
+        mixed = model(x, t, text, mask, torch.tensor([True, False]))
+        on = model(x, t, text, mask, torch.tensor([True, True]))
+        off = model(x, t, text, mask, torch.tensor([False, False]))
+    assert torch.allclose(mixed[0], on[0], atol=1e-6) and torch.allclose(mixed[1], off[1], atol=1e-6)
+
+
+def test_text_padding_mask_polarity():
+    """Tokens under a False mask must not matter; tokens under True must."""
+    model = _randomise(GenTronTransformer.from_preset("tiny")).eval()
+    x, t, text, mask = _inputs(b=1, f=1)
+    changed_pad, changed_real = text.clone(), text.clone()
+    changed_pad[:, 4] += 5.0  # masked out
+    changed_real[:, 0] += 5.0  # attended
+    with torch.no_grad():
+        base = model(x, t, text, mask)
+        assert torch.allclose(base, model(x, t, changed_pad, mask), atol=1e-6)
+        assert (base - model(x, t, changed_real, mask)).abs().max() > 1e-4
+
+
+def test_batched_equals_unbatched():
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    x, t, text, mask = _inputs(f=2)
+    motion = torch.tensor([True, False])
+    with torch.no_grad():
+        both = model(x, t, text, mask, motion)
+        for i in range(2):
+            one = model(x[i:i + 1], t[i:i + 1], text[i:i + 1], mask[i:i + 1], motion[i:i + 1])
+            assert torch.allclose(both[i:i + 1], one, atol=1e-5)
+
+
+def test_any_resolution_and_bf16_autocast():
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    _, t, text, mask = _inputs()
+    for h, w in ((8, 8), (12, 16)):
+        x = torch.randn(2, 4, 2, h, w)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x, t, text, mask)
+        assert out.shape == x.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="multiples of patch_size"):
+        model(torch.randn(1, 4, 1, 7, 8), t[:1], text[:1], mask[:1])
+
+
+def test_gradient_checkpointing_gives_same_gradients():
+    torch.manual_seed(0)
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True))
+    x, t, text, mask = _inputs()
+    grads = []
+    for ckpt in (False, True):
+        model.zero_grad()
+        for block in model.blocks:
+            block.gradient_checkpointing = ckpt
+        model(x, t, text, mask).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
+def test_save_load_round_trip(tmp_path):
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
+    loaded = GenTronTransformer.from_pretrained(tmp_path).eval()
+    x, t, text, mask = _inputs()
+    with torch.no_grad():
+        assert torch.equal(model(x, t, text, mask), loaded(x, t, text, mask))
+
+
+def test_presets_and_validation():
+    with torch.device("meta"):
+        g2 = GenTronTransformer.from_preset("G/2")
+    # the paper's G/2 text-to-image model has 3.08B parameters
+    assert abs(g2.count_parameters() / 3.08e9 - 1) < 0.05
+    assert PRESETS["XL/2"].depth == 28 and PRESETS["XL/2"].hidden_size == 1152 and PRESETS["XL/2"].mlp_hidden_size == 4608
+    with pytest.raises(ValueError, match="divisible by num_heads"):
+        get_preset("tiny", num_heads=3)
+    with pytest.raises(ValueError, match="text_conditioning must be one of"):
+        get_preset("tiny", text_conditioning="film")
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_preset("huge")

@@ -1,0 +1,102 @@
+"""The pipeline end to end on a tiny random model: determinism, previews, stop, validation, I/O."""
+import numpy as np
+import pytest
+import torch
+
+from gentron.diffusion import SAMPLERS
+from gentron.pipeline import GenTronPipeline, Interrupted
+from gentron.text import check_round_trip, encode_text
+
+KW = dict(height=32, num_inference_steps=4)
+
+
+def test_same_seed_bit_identical_and_seed_matters(tiny_pipeline):
+    a = tiny_pipeline("a red circle moving left", frames=3, seed=7, **KW)
+    b = tiny_pipeline("a red circle moving left", frames=3, seed=7, **KW)
+    c = tiny_pipeline("a red circle moving left", frames=3, seed=8, **KW)
+    assert a.frames.shape == (1, 3, 32, 32, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames)
+    assert not np.array_equal(a.frames, c.frames)
+    assert a.settings[0]["seed"] == 7 and a.settings[0]["motion_guidance"] == 1.0
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_every_sampler_runs(tiny_pipeline, sampler):
+    out = tiny_pipeline("a blue square", sampler=sampler, **KW)
+    assert out.frames.shape == (1, 1, 32, 32, 3)
+
+
+def test_previews_every_k_steps(tiny_pipeline):
+    seen = []
+    tiny_pipeline("a red star", frames=2, num_inference_steps=6, height=32, preview_every=2,
+                  callback=lambda i, n, p: seen.append((i, n, None if p is None else p.shape)))
+    assert [s[0] for s in seen] == [1, 2, 3, 4, 5, 6]
+    assert [s for s in seen if s[2] is not None] == [(2, 6, (1, 2, 32, 32, 3)), (4, 6, (1, 2, 32, 32, 3))]
+
+
+def test_stop_within_one_step(tiny_pipeline):
+    steps = []
+    with pytest.raises(Interrupted):
+        tiny_pipeline("a red star", num_inference_steps=10, height=32, callback=lambda i, n, p: steps.append(i),
+                      should_stop=lambda: len(steps) >= 3)
+    assert steps == [1, 2, 3]
+    assert tiny_pipeline("a red star", **KW).frames.shape[0] == 1  # still usable
+
+
+def test_compare_motion_strengths_share_noise(tiny_pipeline):
+    many = tiny_pipeline("a red circle moving up", frames=2, motion_guidance=[0.0, 1.0, 2.0], seed=3, **KW)
+    assert many.frames.shape[0] == 3 and [s["motion_guidance"] for s in many.settings] == [0.0, 1.0, 2.0]
+    one = tiny_pipeline("a red circle moving up", frames=2, motion_guidance=2.0, seed=3, **KW)
+    assert np.abs(many.frames[2].astype(int) - one.frames[0]).max() <= 1  # batched equals alone
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(prompt=""), "prompt is empty"),
+    (dict(prompt="   "), "prompt is empty"),
+    (dict(prompt="a" * 5000), "prompt is 5000 characters"),
+    (dict(prompt="red " * 40), "tokens"),
+    (dict(prompt="a red\x00 circle"), "control characters"),
+    (dict(text_guidance=float("nan")), "text_guidance must be a finite number"),
+    (dict(text_guidance=-1.0), "text_guidance"),
+    (dict(motion_guidance=float("inf")), "motion_guidance"),
+    (dict(seed=-1), "seed must be an integer from 0 to 4294967295"),
+    (dict(seed=2**32), "seed"),
+    (dict(height=33), "height must be a multiple of 4"),
+    (dict(height=4096), "height"),
+    (dict(frames=0), "frames must be an integer from 1"),
+    (dict(frames=10_000), "frames"),
+    (dict(num_inference_steps=0), "steps"),
+    (dict(sampler="plms"), "sampler must be one of"),
+])
+def test_bad_input_names_the_parameter(tiny_pipeline, kwargs, match):
+    args = dict(prompt="a red circle", height=32, num_inference_steps=2) | kwargs
+    with pytest.raises(ValueError, match=match):
+        tiny_pipeline(**args)
+
+
+def test_unicode_prompt_is_fine(tiny_pipeline):
+    out = tiny_pipeline("ein rotes Quadrat 🟥 — ünïcödé", **KW)  # unknown words become <unk>
+    assert out.frames.shape == (1, 1, 32, 32, 3)
+
+
+def test_save_load_round_trip(tiny_pipeline, tiny_pipeline_dir):
+    loaded = GenTronPipeline.from_pretrained(tiny_pipeline_dir)
+    a = tiny_pipeline("a red circle moving left", frames=2, seed=1, **KW)
+    b = loaded("a red circle moving left", frames=2, seed=1, **KW)
+    assert np.array_equal(a.frames, b.frames)
+    for tok in (loaded.tokenizer, loaded.tokenizer_2):
+        check_round_trip(tok, "a big red circle to the left of a small blue square")
+
+
+def test_text_towers_combined_and_batched(tiny_pipeline):
+    towers = tiny_pipeline.towers
+    assert [type(t.encoder).__name__ for t in towers] == ["CLIPTextModel", "T5EncoderModel"]
+    emb, mask = encode_text(towers, ["a red circle to the left of a blue square", ""])
+    assert emb.shape[-1] == tiny_pipeline.transformer.config.text_dim == sum(t.dim for t in towers)
+    one, one_mask = encode_text(towers, ["a red circle to the left of a blue square"])
+    assert torch.equal(mask[:1], one_mask) and torch.allclose(emb[:1], one, atol=1e-5)
+    assert mask[1].sum() == 3  # "" is bos+eos for CLIP and eos for T5: the empty text is not empty of tokens
+    # each tower occupies its own block of features
+    d_clip = towers[0].dim
+    n_clip = towers[0].tokenizer(["a red circle to the left of a blue square"], return_tensors="pt")["input_ids"].shape[1]
+    assert emb[0, :n_clip, d_clip:].abs().max() == 0 and emb[0, n_clip:, :d_clip].abs().max() == 0
