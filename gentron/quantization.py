@@ -1,0 +1,136 @@
+"""Precision and weight quantization: one switch for the engine, the CLI and the app.
+
+Modes (each applies to the transformer and the text towers, or to the parts you name):
+- ``none``: fp32 weights.
+- ``bf16``: bf16 weights; on CPUs with AMX the bf16 matmul is about 3.5x the fp32 one.
+- ``int8``: torchao int8 weight-only; ``int8-dynamic``: torchao int8 weights and activations.
+- ``bnb8`` / ``bnb4``: bitsandbytes 8-bit (LLM.int8) and 4-bit NF4 weights. On CUDA, load through
+  the diffusers / transformers ``BitsAndBytesConfig`` (``bnb_loading_config``); diffusers refuses
+  that config without a GPU, so on the CPU we swap in bitsandbytes' layers directly.
+
+The VAE and the patch/timestep embeddings stay in their precision: they are a small share of the
+weights and the most sensitive to rounding.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+MODES = ("none", "bf16", "int8", "int8-dynamic", "bnb8", "bnb4")
+TEXT_PARTS = ("text_encoder", "text_encoder_2")
+
+
+def available_modes(device: str = "cpu") -> list[str]:
+    """The modes that run on ``device`` with the installed packages."""
+    modes = ["none", "bf16"]
+    try:
+        import torchao.quantization  # noqa: F401
+
+        modes += ["int8", "int8-dynamic"]
+    except ImportError:
+        pass
+    try:
+        import bitsandbytes  # noqa: F401
+
+        modes += ["bnb8", "bnb4"]
+    except ImportError:
+        pass
+    return modes
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"quantize must be one of {list(MODES)}, got {mode!r}")
+    if mode not in available_modes():
+        raise ValueError(f"quantize mode {mode!r} needs a package that is not installed (torchao or bitsandbytes)")
+
+
+def _linears(module: nn.Module, min_features: int = 1):
+    for name, child in module.named_modules():
+        if isinstance(child, nn.Linear) and child.in_features % min_features == 0:
+            yield name, child
+
+
+def _set(module: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, leaf, new)
+
+
+def _bnb_linear(linear: nn.Linear, bits: int, compute_dtype: torch.dtype) -> nn.Module:
+    import bitsandbytes as bnb
+
+    w = linear.weight.data.float()
+    if bits == 8:
+        q = bnb.nn.Linear8bitLt(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                                has_fp16_weights=False, threshold=6.0)
+        q.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+    else:
+        q = bnb.nn.Linear4bit(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                              compute_dtype=compute_dtype, quant_type="nf4")
+        q.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4")
+    if linear.bias is not None:
+        q.bias = nn.Parameter(linear.bias.data.float(), requires_grad=False)
+    return q.to(linear.weight.device)  # bitsandbytes quantizes on the move to a device
+
+
+def quantize_module(module: nn.Module, mode: str) -> nn.Module:
+    """Quantize ``module``'s linear layers (or cast it, for bf16) in place; returns it."""
+    check_mode(mode)
+    if mode == "none":
+        return module
+    if mode == "bf16":
+        return module.to(torch.bfloat16)
+    if mode in ("int8", "int8-dynamic"):
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+        config = Int8WeightOnlyConfig() if mode == "int8" else Int8DynamicActivationInt8WeightConfig()
+        quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and _quantizable(fqn))
+        return module
+    bits = 8 if mode == "bnb8" else 4
+    for name, linear in list(_linears(module, 64 if bits == 4 else 1)):  # 4-bit needs in_features % 64 == 0
+        if _quantizable(name):
+            _set(module, name, _bnb_linear(linear, bits, torch.float32))
+    return module
+
+
+def _quantizable(name: str) -> bool:
+    """Skip the small, sensitive entry and exit layers of the transformer."""
+    return not name.startswith(("t_embedder", "proj_out", "final_modulation"))
+
+
+def quantize_pipeline(pipe, mode: str, parts: tuple[str, ...] = ("transformer", *TEXT_PARTS)) -> None:
+    """Quantize the named components of a GenTronPipeline in place."""
+    check_mode(mode)
+    for part in parts:
+        module = getattr(pipe, part, None)
+        if module is not None:
+            quantize_module(module, mode)
+
+
+def weight_bytes(module: nn.Module) -> int:
+    """Bytes held by parameters and buffers (quantized tensors count their packed storage)."""
+    total = 0
+    for t in list(module.parameters()) + list(module.buffers()):
+        inner = getattr(t, "qdata", None)  # torchao tensors keep the int8 data and a scale
+        if inner is not None:
+            total += inner.numel() * inner.element_size() + sum(
+                s.numel() * s.element_size() for s in (getattr(t, "scale", None),) if torch.is_tensor(s))
+        else:
+            total += t.numel() * t.element_size()
+        quant_state = getattr(t, "quant_state", None)
+        if quant_state is not None and torch.is_tensor(getattr(quant_state, "absmax", None)):
+            total += quant_state.absmax.numel() * quant_state.absmax.element_size()
+    return total
+
+
+def bnb_loading_config(mode: str, library: str = "diffusers"):
+    """The bitsandbytes config to pass as ``quantization_config=`` when loading on CUDA."""
+    if mode not in ("bnb8", "bnb4"):
+        raise ValueError(f"bnb_loading_config is for bnb8/bnb4, got {mode!r}")
+    if library == "diffusers":
+        from diffusers import BitsAndBytesConfig
+    else:
+        from transformers import BitsAndBytesConfig
+    if mode == "bnb8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)

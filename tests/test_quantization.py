@@ -1,0 +1,48 @@
+"""Every quantization mode runs on the CPU, shrinks the weights, and stays close to full precision."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from gentron.factory import build_random_pipeline
+from gentron.model import GenTronTransformer
+from gentron.quantization import MODES, available_modes, quantize_module, quantize_pipeline, weight_bytes
+
+from test_model import _inputs, _randomise
+
+
+@pytest.fixture(scope="module")
+def model():
+    # width 64 so that 4-bit (in_features % 64) applies to most layers
+    return _randomise(GenTronTransformer.from_preset("tiny", hidden_size=64, mlp_hidden_size=128, text_dim=64,
+                                                     temporal=True)).eval()
+
+
+@pytest.mark.parametrize("mode,tol,shrink", [("bf16", 0.05, 0.55), ("int8", 0.05, 0.5), ("int8-dynamic", 0.1, 0.5),
+                                             ("bnb8", 0.1, 0.5), ("bnb4", 0.3, 0.5)])
+def test_modes_run_shrink_and_stay_close(model, mode, tol, shrink):
+    assert mode in available_modes()
+    x, t, _, mask = _inputs(b=2, f=2)
+    text = torch.randn(2, 5, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x, t, text, mask)
+        q = quantize_module(copy.deepcopy(model), mode)
+        out = q(x, t, text, mask).float()
+    rel = (out - ref).norm() / ref.norm()
+    assert rel < tol, f"{mode}: relative error {rel:.3f}"
+    assert weight_bytes(q) < shrink * weight_bytes(model) + 40_000  # embeddings/out layers stay full precision
+
+
+def test_unknown_mode_is_a_clear_error(model):
+    with pytest.raises(ValueError, match="quantize must be one of"):
+        quantize_module(model, "fp4")
+    assert set(available_modes()) <= set(MODES)
+
+
+def test_pipeline_quantized_end_to_end():
+    pipe = build_random_pipeline("tiny", seed=0)
+    quantize_pipeline(pipe, "bf16")
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
+    out = pipe("a red circle moving left", frames=2, height=32, num_inference_steps=3, seed=0)
+    assert out.frames.shape == (1, 2, 32, 32, 3) and np.isfinite(out.frames).all()
