@@ -1,0 +1,52 @@
+"""``python -m gentron.training --config configs/NAME.yaml [--steps N] [--output-dir D] [--set key=value ...]``
+
+Multi-process: ``accelerate launch --config_file configs/accelerate_ddp.yaml -m gentron.training --config ...``.
+Prints the final pipeline folder on success; configuration errors exit with status 2 and the fix.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import yaml
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m gentron.training", description="Train a GenTron stage.")
+    parser.add_argument("--config", required=True, help="a stage config, e.g. configs/tiny_t2i.yaml")
+    parser.add_argument("--steps", type=int, help="override the total number of optimizer steps")
+    parser.add_argument("--output-dir", help="override output_dir (checkpoints, logs and final/ go here)")
+    parser.add_argument("--init-from", help="override init_from (a pipeline folder or random:PRESET)")
+    parser.add_argument("--data", help="override data ('shapes' or a folder)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any config field; VALUE is read as YAML (e.g. --set lr=3e-4)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    overrides = {"steps": args.steps, "output_dir": args.output_dir, "init_from": args.init_from, "data": args.data}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+
+    from .config import TrainConfig
+
+    try:
+        cfg = TrainConfig.from_yaml(args.config, **overrides)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    from .trainer import train  # heavy imports only once the config is known to be good
+
+    final = train(cfg)
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
+        print(final)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""TrainConfig: one training stage (T2I pretraining, T2V from a T2I model, ...) as a typed YAML file.
+
+Every field says why it exists. ``validate`` raises ValueError naming the field and the fix, so a
+typo in ``configs/NAME.yaml`` fails before any model is loaded.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIXED_PRECISIONS = ("no", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- what to train ------------------------------------------------------------------------
+    stage: str = "t2i"  # a name for logs and the final folder's provenance; no behaviour hangs on it
+    init_from: str = "random:tiny"  # pipeline folder (or hub id) whose transformer starts training and whose VAE
+    #   and text towers stay frozen; "random:PRESET" builds random ones (gentron.factory) for tests and scratch runs
+    transformer_preset: str | None = None  # set to train a fresh transformer of this preset on init_from's
+    #   VAE and text towers (init_from is then only "a base pipeline folder for components")
+    to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
+    # --- where --------------------------------------------------------------------------------
+    output_dir: str = "runs/t2i"  # checkpoints/, loss.jsonl, loss.png and final/ (the EMA pipeline) go here
+    # --- data ---------------------------------------------------------------------------------
+    data: str = "shapes"  # "shapes" (the built-in Shapes World stream) or a folder of images / clip folders
+    resolution: int = 64  # training side in pixels; must be a multiple of the VAE factor x patch size
+    frames: int = 1  # frames per sample: 1 trains images; >1 needs a temporal model (to_video or a T2V init)
+    # --- optimisation -------------------------------------------------------------------------
+    batch_size: int = 8  # samples per process per micro-batch; global batch = this x processes x grad_accum
+    grad_accum: int = 1  # micro-batches per optimizer step: a larger batch when memory is short
+    lr: float = 1e-4  # AdamW learning rate; the paper (and DiT/PixArt) use 1e-4 at batch 256+
+    weight_decay: float = 0.0  # AdamW decoupled weight decay; DiT uses none
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW moments; the defaults of DiT
+    max_grad_norm: float = 1.0  # clip the global gradient norm (0 = off); keeps early adaLN steps sane
+    steps: int = 1000  # optimizer steps in total; resuming continues up to this number
+    warmup: int = 0  # linear LR warmup over this many steps (0 = none); needed for large batches
+    ema_decay: float = 0.9999  # EMA of weights; the final pipeline uses the EMA, as DiT does
+    ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)) so a short run's EMA doesn't lag
+    mixed_precision: str = "no"  # "no" or "bf16" (autocast; master weights, AdamW state and EMA stay fp32)
+    gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more time
+    # --- conditioning -------------------------------------------------------------------------
+    text_dropout: float = 0.1  # probability a caption is replaced by "" so the model learns p(x) for CFG
+    p_motion_free: float = 0.0  # probability a video sample becomes its first frame repeated with motion=False
+    #   (identity temporal mask): the paper's joint image-video training, and what makes motion-free guidance work
+    # --- bookkeeping --------------------------------------------------------------------------
+    checkpoint_every: int = 500  # steps between resumable checkpoints (0 = only at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk; older ones are deleted after a new one lands
+    log_every: int = 10  # steps between loss.jsonl lines (loss averaged over the interval and processes)
+    seed: int = 0  # seeds the init, the data order and every per-step random draw: a run is a function of it
+    deterministic: bool = False  # torch.use_deterministic_algorithms: bit-exact resume on GPUs too (slower)
+    # --- caches -------------------------------------------------------------------------------
+    cache_text: bool = True  # keep caption embeddings in memory: towers are frozen and captions repeat
+    text_cache_size: int = 4096  # most captions kept (least recently used are dropped); each is L x text_dim fp32
+
+    # ---- loading --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown training config fields {unknown}; known fields are {sorted(known)}")
+        d = dict(d)
+        if "betas" in d and isinstance(d["betas"], list):  # YAML has no tuples
+            d["betas"] = tuple(d["betas"])
+        return cls(**d).validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, **overrides: Any) -> "TrainConfig":
+        """Read ``path`` and apply ``overrides`` (None values are ignored, so CLI defaults pass through)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"training config {str(path)!r} not found; see configs/*.yaml for examples")
+        d = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{path} must be a YAML mapping of field: value, got {type(d).__name__}")
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **changes).validate()
+
+    # ---- validation -----------------------------------------------------------------------------
+    def validate(self) -> "TrainConfig":
+        """Raise ValueError naming the field and the fix. Checks that need the model (resolution
+        multiple, temporal layers) happen in ``train`` once the pipeline is loaded."""
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(message)
+
+        def is_int(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def is_num(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        for name in ("resolution", "frames", "batch_size", "grad_accum", "steps", "log_every", "keep_checkpoints",
+                     "text_cache_size"):
+            v = getattr(self, name)
+            need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
+        for name in ("warmup", "checkpoint_every", "seed"):
+            v = getattr(self, name)
+            need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        need(is_num(self.lr) and 0 < self.lr < 1, f"lr must be a number in (0, 1), got {self.lr!r}; 1e-4 is usual")
+        need(is_num(self.weight_decay) and self.weight_decay >= 0,
+             f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        betas_ok = isinstance(self.betas, tuple) and len(self.betas) == 2
+        need(betas_ok and all(is_num(b) and 0 <= b < 1 for b in self.betas),
+             f"betas must be two numbers in [0, 1), e.g. [0.9, 0.999], got {self.betas!r}")
+        need(is_num(self.max_grad_norm) and self.max_grad_norm >= 0,
+             f"max_grad_norm must be a number >= 0 (0 turns clipping off), got {self.max_grad_norm!r}")
+        need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1,
+             f"ema_decay must be in [0, 1), got {self.ema_decay!r}; 0.9999 for long runs, 0.999 for short ones")
+        need(is_num(self.text_dropout) and 0 <= self.text_dropout < 1,
+             f"text_dropout must be in [0, 1), got {self.text_dropout!r}; 0.1 is usual (1 would never see captions)")
+        need(is_num(self.p_motion_free) and 0 <= self.p_motion_free <= 1,
+             f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
+        need(self.mixed_precision in MIXED_PRECISIONS,
+             f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("to_video", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text"):
+            need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name in ("stage", "init_from", "output_dir", "data"):
+            v = getattr(self, name)
+            need(isinstance(v, str) and v.strip() != "", f"{name} must be a non-empty string, got {v!r}")
+        need(self.transformer_preset is None or isinstance(self.transformer_preset, str),
+             f"transformer_preset must be a preset name such as 'S/2' or null, got {self.transformer_preset!r}")
+        if self.transformer_preset is not None:
+            from ..config import PRESETS
+            need(self.transformer_preset in PRESETS,
+                 f"transformer_preset must be one of {sorted(PRESETS)}, got {self.transformer_preset!r}")
+        if self.init_from.startswith("random:"):
+            from ..config import PRESETS
+            preset = self.init_from.split(":", 1)[1]
+            need(preset in PRESETS, f"init_from 'random:PRESET' needs a preset in {sorted(PRESETS)}, got {preset!r}")
+        if self.data != "shapes" and not Path(self.data).is_dir():
+            raise ValueError(f"data must be 'shapes' or an existing folder of images/clips, got {self.data!r}; "
+                             "check the path (relative paths are from the current directory)")
+        return self

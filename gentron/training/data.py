@@ -1,0 +1,224 @@
+"""Training data: batches addressed by (draw, rank), and their preparation into model inputs.
+
+A sample is ``{"pixels": float (F, 3, S, S) in [-1, 1] (or (3, S, S) for an image), "caption": str}``.
+
+Exact resume needs the data at step N to be re-creatable without replaying steps 0..N-1, so a
+source is asked for "micro-batch number ``draw`` of process ``rank``" rather than iterated:
+
+- a sized dataset (list, map-style Dataset, an image folder) is read in a per-epoch permutation
+  seeded by (seed, epoch), each process taking its own slice of it;
+- a stream factory ``seed -> iterable`` (Shapes World) is restarted with a seed derived from
+  (seed, draw, rank) for every micro-batch;
+- any other iterable is replayed from its start and skipped forward; that is exact only when
+  iterating it again yields the same samples.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+
+DATA_SALT = 0  # separates the data stream's seeds from the noise generator's (see derive_seed)
+NOISE_SALT = 1
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 32-bit seed from integers (seed, salt, step, rank, ...): nearby inputs, unrelated streams."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
+
+
+class BatchSource(Protocol):
+    def batch(self, draw: int, rank: int, world: int, size: int) -> list[dict[str, Any]]:
+        """The ``size`` samples of micro-batch ``draw`` for process ``rank`` of ``world``."""
+
+
+class IndexedSource:
+    """A sized dataset read without replacement in a seeded permutation per epoch."""
+
+    def __init__(self, dataset: Sequence[dict[str, Any]], seed: int):
+        if len(dataset) == 0:
+            raise ValueError("the training dataset is empty: add samples or fix the data path")
+        self.dataset, self.seed = dataset, seed
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def batch(self, draw: int, rank: int, world: int, size: int) -> list[dict[str, Any]]:
+        start = (draw * world + rank) * size  # processes interleave by micro-batch: no sample seen twice per epoch
+        return [self.dataset[self._index(start + i)] for i in range(size)]
+
+    def _index(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.dataset))
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, DATA_SALT, epoch))
+            self._epoch, self._order = epoch, torch.randperm(len(self.dataset), generator=g)
+        return int(self._order[offset])
+
+
+class StreamSource:
+    """An endless stream built from a seed; every micro-batch opens a fresh one."""
+
+    def __init__(self, make_stream: Callable[[int], Iterable[dict[str, Any]]], seed: int):
+        self.make_stream, self.seed = make_stream, seed
+
+    def batch(self, draw: int, rank: int, world: int, size: int) -> list[dict[str, Any]]:
+        stream = self.make_stream(derive_seed(self.seed, DATA_SALT, draw, rank))
+        samples = list(islice(iter(stream), size))
+        if len(samples) < size:
+            raise ValueError(f"the data stream gave {len(samples)} samples where {size} were needed")
+        return samples
+
+
+class ReplaySource:
+    """Any iterable, cycled; a request behind the current position restarts it from the beginning."""
+
+    def __init__(self, iterable: Iterable[dict[str, Any]]):
+        self.iterable = iterable
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._position = 0
+
+    def batch(self, draw: int, rank: int, world: int, size: int) -> list[dict[str, Any]]:
+        start = (draw * world + rank) * size
+        if self._it is None or start < self._position:
+            self._it, self._position = iter(self.iterable), 0
+        for _ in range(start - self._position):
+            self._next()
+        return [self._next() for _ in range(size)]
+
+    def _next(self) -> dict[str, Any]:
+        self._position += 1
+        try:
+            return next(self._it)
+        except StopIteration:  # a finite iterable: start the next epoch
+            self._it = iter(self.iterable)
+            try:
+                return next(self._it)
+            except StopIteration:
+                raise ValueError("the training iterable is empty (or a one-shot generator that has been "
+                                 "used up): pass a list, a Dataset, or a seed -> stream function") from None
+
+
+def make_source(data: Any, seed: int, resolution: int, frames: int) -> BatchSource:
+    """``data`` as a BatchSource: "shapes", a folder path, a sized dataset, a stream factory or an iterable."""
+    if isinstance(data, (str, Path)):
+        if str(data) == "shapes":
+            def shapes(stream_seed: int) -> Iterable[dict[str, Any]]:
+                from ..data.shapes import ShapesWorldStream  # lazy: only Shapes World runs need it
+                return ShapesWorldStream(size=resolution, frames=frames, video=frames > 1, seed=stream_seed)
+            return StreamSource(shapes, seed)
+        return IndexedSource(ImageFolder(data, resolution, frames), seed)
+    if hasattr(data, "batch"):
+        return data
+    sized = hasattr(data, "__len__") and hasattr(data, "__getitem__")
+    if sized and not isinstance(data, torch.utils.data.IterableDataset):
+        return IndexedSource(data, seed)
+    if isinstance(data, Iterable):
+        return ReplaySource(data)
+    if callable(data):
+        return StreamSource(data, seed)
+    raise TypeError(f"cannot train on {type(data).__name__}: pass 'shapes', a folder, a list/Dataset of "
+                    "{'pixels', 'caption'} dicts, or a function seed -> iterable of them")
+
+
+# ---- an image / clip folder ------------------------------------------------------------------
+class ImageFolder:
+    """``NAME.png`` + ``NAME.txt`` (caption) are images; a subfolder of frames + ``caption.txt`` is a clip.
+
+    Images are resized (shorter side) and centre-cropped to ``resolution``; clips keep their first
+    ``frames`` frames. Images in a video run become motion-free pseudo-videos (see prepare_batch).
+    """
+
+    def __init__(self, root: str | Path, resolution: int, frames: int):
+        self.root, self.resolution, self.frames = Path(root), resolution, frames
+        if not self.root.is_dir():
+            raise ValueError(f"data folder {str(root)!r} does not exist")
+        self.items: list[tuple[list[Path], Path]] = []
+        for path in sorted(self.root.iterdir()):
+            if path.is_dir() and (path / "caption.txt").is_file():
+                clip = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+                if clip:
+                    self.items.append((clip[:frames], path / "caption.txt"))
+            elif path.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
+                self.items.append(([path], path.with_suffix(".txt")))
+        if not self.items:
+            raise ValueError(f"no training samples in {str(root)!r}: expected NAME.png + NAME.txt pairs or "
+                             "clip folders holding frames and a caption.txt")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        files, caption = self.items[index]
+        pixels = torch.stack([self._load(f) for f in files])
+        return {"pixels": pixels, "caption": caption.read_text().strip()}
+
+    def _load(self, path: Path) -> torch.Tensor:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            s = self.resolution
+            scale = s / min(im.size)
+            w, h = max(s, round(im.width * scale)), max(s, round(im.height * scale))
+            im = im.resize((w, h), Image.Resampling.BICUBIC)
+            left, top = (w - s) // 2, (h - s) // 2
+            im = im.crop((left, top, left + s, top + s))
+            arr = np.asarray(im, dtype=np.float32)
+        return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+
+
+# ---- batch preparation -------------------------------------------------------------------------
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # (B, F, 3, S, S) in [-1, 1]
+    captions: list[str]  # "" where text dropout hit
+    motion: torch.Tensor  # (B,) bool; False = identity temporal mask (a still, image-like sample)
+
+
+def prepare_batch(samples: list[dict[str, Any]], frames: int, resolution: int, text_dropout: float,
+                  p_motion_free: float, generator: torch.Generator) -> Batch:
+    """Samples -> a Batch: text dropout, and motion-free samples as the first frame repeated ``frames`` times.
+
+    A sample of one frame in a video run is an image, so it is always motion-free (joint image-video
+    training). Both coin flips are drawn for every sample whatever the probabilities, so the random
+    stream, and hence a resumed run, does not depend on them.
+    """
+    drop = torch.rand(len(samples), generator=generator) < text_dropout
+    still = torch.rand(len(samples), generator=generator) < p_motion_free
+    clips, motion, captions = [], [], []
+    for i, sample in enumerate(samples):
+        clip = _as_clip(sample, frames, resolution)
+        is_image = clip.shape[0] == 1
+        if is_image or still[i]:
+            clip = clip[:1].expand(frames, -1, -1, -1)
+        clips.append(clip)
+        motion.append(not (is_image or bool(still[i])))
+        captions.append("" if drop[i] else sample["caption"])
+    return Batch(torch.stack(clips).contiguous(), captions, torch.tensor(motion, dtype=torch.bool))
+
+
+def _as_clip(sample: dict[str, Any], frames: int, resolution: int) -> torch.Tensor:
+    """A sample's pixels as (F', 3, S, S) with F' == 1 (an image) or F' == frames; errors say the fix."""
+    if not isinstance(sample, dict) or "pixels" not in sample or "caption" not in sample:
+        raise ValueError("each training sample must be a dict with 'pixels' and 'caption'")
+    if not isinstance(sample["caption"], str):
+        raise ValueError(f"caption must be a string, got {type(sample['caption']).__name__}")
+    pixels = torch.as_tensor(sample["pixels"])
+    if pixels.dim() == 3:
+        pixels = pixels.unsqueeze(0)
+    if pixels.dim() != 4 or pixels.shape[1] != 3 or tuple(pixels.shape[2:]) != (resolution, resolution):
+        raise ValueError(f"pixels must be (F, 3, {resolution}, {resolution}) to match resolution={resolution}, "
+                         f"got {tuple(pixels.shape)}: resize the data or change resolution")
+    if not pixels.is_floating_point():
+        raise ValueError(f"pixels must be floats in [-1, 1], got {pixels.dtype}: use x / 127.5 - 1 for uint8")
+    if pixels.abs().max() > 1.0 + 1e-3:
+        raise ValueError(f"pixels must be in [-1, 1], got values up to {float(pixels.abs().max()):.3g}: "
+                         "use x / 127.5 - 1 for 0..255 data")
+    if pixels.shape[0] == 1:
+        return pixels.float()
+    if pixels.shape[0] < frames:
+        raise ValueError(f"a clip has {pixels.shape[0]} frames but frames={frames}: lower frames or drop short clips")
+    return pixels[:frames].float()
