@@ -527,13 +527,15 @@ class ShapesWorldStream(IterableDataset):
     """
 
     def __init__(self, size: int = 64, frames: int = 1, video: bool = False, seed: int = 0,
-                 batch_size: int | None = None, split: str = "train", rank: int = 0):
+                 batch_size: int | None = None, split: str = "train", rank: int = 0, image_fraction: float = 0.0):
         super().__init__()
         self.size, self.frames, self.video, self.seed = size, frames, video, seed
+        self.image_fraction = image_fraction  # video streams: share of one-frame image samples (joint training)
         self.batch_size, self.split, self.rank = batch_size, split, rank
 
     def _example(self, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        pixels, caption, _ = sample(rng, self.size, self.frames, self.video, self.split)
+        video = self.video and not (self.image_fraction > 0 and rng.random() < self.image_fraction)
+        pixels, caption, _ = sample(rng, self.size, self.frames if video else 1, video, self.split)
         return pixels, caption
 
     def __iter__(self):

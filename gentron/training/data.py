@@ -63,6 +63,7 @@ class StreamSource:
 
     def __init__(self, make_stream: Callable[[int], Iterable[dict[str, Any]]], seed: int):
         self.make_stream, self.seed = make_stream, seed
+        self.supplies_images = False  # True: the stream itself mixes in the motion-free image samples
 
     def batch(self, draw: int, rank: int, world: int, size: int) -> list[dict[str, Any]]:
         stream = self.make_stream(derive_seed(self.seed, DATA_SALT, draw, rank))
@@ -101,14 +102,22 @@ class ReplaySource:
                                  "used up): pass a list, a Dataset, or a seed -> stream function") from None
 
 
-def make_source(data: Any, seed: int, resolution: int, frames: int) -> BatchSource:
-    """``data`` as a BatchSource: "shapes", a folder path, a sized dataset, a stream factory or an iterable."""
+def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_free: float = 0.0) -> BatchSource:
+    """``data`` as a BatchSource: "shapes", a folder path, a sized dataset, a stream factory or an iterable.
+
+    For Shapes World video runs the motion-free share comes as real image samples with their own
+    captions (relations, counts), which ``prepare_batch`` turns into still pseudo-videos: the paper's
+    joint image-video training. Such a source says so with ``supplies_images``.
+    """
     if isinstance(data, (str, Path)):
         if str(data) == "shapes":
             def shapes(stream_seed: int) -> Iterable[dict[str, Any]]:
                 from ..data.shapes import ShapesWorldStream  # lazy: only Shapes World runs need it
-                return ShapesWorldStream(size=resolution, frames=frames, video=frames > 1, seed=stream_seed)
-            return StreamSource(shapes, seed)
+                return ShapesWorldStream(size=resolution, frames=frames, video=frames > 1, seed=stream_seed,
+                                         image_fraction=p_motion_free if frames > 1 else 0.0)
+            source = StreamSource(shapes, seed)
+            source.supplies_images = frames > 1 and p_motion_free > 0
+            return source
         return IndexedSource(ImageFolder(data, resolution, frames), seed)
     if hasattr(data, "batch"):
         return data

@@ -78,7 +78,7 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     check_model(cfg, pipe, transformer)
     transformer_config = dict(transformer.config)
     encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size)
-    source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames)
+    source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames, cfg.p_motion_free)
     schedule = NoiseSchedule()
     model, optimizer = wrap(accelerator, transformer, cfg)
     ema = EMA(model.named_parameters(), cfg.ema_decay, cfg.ema_warmup)
@@ -237,7 +237,8 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         draw = step * cfg.grad_accum + micro
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, NOISE_SALT, draw, rank))
         samples = source.batch(draw, rank, world, cfg.batch_size)
-        batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, cfg.p_motion_free, generator)
+        p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
+        batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, p_still, generator)
         latents = encoders.latents(batch.pixels, generator)
         text, mask = encoders.text(batch.captions)
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
