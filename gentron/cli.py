@@ -102,16 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--temporal", action="store_true", help="count the text-to-video model")
     train = sub.add_parser("train", help="train a stage from a YAML config")
     train.add_argument("rest", nargs=argparse.REMAINDER)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:  # the trainer owns its flags (see python -m gentron.training --help)
+        from .training.__main__ import main as train_main
+
+        return train_main(argv[1:])
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             return cmd_generate(args)
         if args.command == "info":
             return cmd_info(args)
-        if args.command == "train":
-            from .training.__main__ import main as train_main
-
-            return train_main(args.rest)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
