@@ -32,7 +32,6 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from .export import save_result
     from .loading import load_pipeline
 
     if (args.prompts_file is None) == (args.prompt is None):
@@ -44,6 +43,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     jobs = _read_jobs(args) if args.prompts_file else [
         dict(prompt=args.prompt, out=args.out, frames=args.frames or (1 if args.out.lower().endswith(".png") else 8))]
     pipe = load_pipeline(args.model, args.device, args.quantize)  # once, for every job
+    for line in run_jobs(pipe, jobs, args):
+        print(json.dumps(line), flush=True)
+    return 0
+
+
+def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
+    """Generate and save each job (``prompt``, ``out``, ``frames`` and optional overrides) with one
+    loaded pipeline; yields one result dict per job: its settings, path and sampling seconds."""
+    from .export import save_result
+
     for job in jobs:
         out = pipe(job["prompt"], negative_prompt=job.get("negative_prompt", args.negative_prompt),
                    frames=job["frames"], height=job.get("resolution", args.resolution), num_inference_steps=args.steps,
@@ -52,9 +61,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
                    sampler=args.scheduler)
         settings = {**out.settings[0], "quantize": args.quantize, "fps": args.fps}
         path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)
-        print(json.dumps({**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}),
-              flush=True)
-    return 0
+        yield {**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}
 
 
 def _read_jobs(args: argparse.Namespace) -> list[dict]:
@@ -79,6 +86,18 @@ def _read_jobs(args: argparse.Namespace) -> list[dict]:
     return jobs
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation.compbench import markdown_table, run_compbench
+    from .loading import load_pipeline
+
+    if not args.out_dir:
+        raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
+    pipe = load_pipeline(args.model, args.device, args.quantize)
+    summary = run_compbench(pipe, Path(args.out_dir), args, args.n_images, args.n_videos, args.seed, args.split)
+    print(markdown_table(summary["table"]))
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import torch
 
@@ -100,8 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="a preset's fields and parameter count, as JSON")
     info.add_argument("--preset", default="XL/2")
     info.add_argument("--temporal", action="store_true", help="count the text-to-video model")
-    train = sub.add_parser("train", help="train a stage from a YAML config")
-    train.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
+    ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
+    _generate_args(ev)
+    ev.add_argument("--suite", default="compbench", choices=["compbench"])
+    ev.add_argument("--n-images", type=int, default=200)
+    ev.add_argument("--n-videos", type=int, default=100)
+    ev.add_argument("--split", default="all", choices=["all", "train", "heldout"], help="caption split to draw from")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # the trainer owns its flags (see python -m gentron.training --help)
         from .training.__main__ import main as train_main
@@ -113,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "info":
             return cmd_info(args)
+        if args.command == "eval":
+            return cmd_eval(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
