@@ -6,12 +6,14 @@ patches of one frame; temporal self-attention is the same module after
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -45,7 +47,11 @@ class Attention(nn.Module):
         else:
             q, k, v = self.qkv(x).chunk(3, dim=-1)
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, d)
+        # On these short CPU sequences the MATH kernel measured 3-6x faster than the default one; chosen
+        # here (not around the model) so activation-checkpoint recomputation uses the same kernel.
+        kernel = sdpa_kernel(SDPBackend.MATH) if q.device.type == "cpu" else contextlib.nullcontext()
+        with kernel:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, h, N, d)
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 

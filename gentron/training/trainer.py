@@ -239,7 +239,8 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         samples = source.batch(draw, rank, world, cfg.batch_size)
         p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
         batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, p_still, generator)
-        latents = encoders.latents(batch.pixels, generator)
+        with accelerator.autocast():  # the frozen VAE encodes in bf16 too when training in bf16
+            latents = encoders.latents(batch.pixels, generator)
         text, mask = encoders.text(batch.captions)
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
             with accelerator.autocast():
