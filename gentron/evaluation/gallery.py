@@ -1,0 +1,98 @@
+"""The README's pictures: a grid of images and strips of video frames, each labelled with its prompt and seed.
+
+    python -m gentron.evaluation.gallery --out assets/examples [--model PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+IMAGE_PROMPTS = ["a red circle", "a big blue square", "a small yellow triangle", "a green star",
+                 "a purple circle to the left of an orange square", "a white star above a cyan triangle",
+                 "two red squares", "three yellow circles"]
+VIDEO_PROMPTS = ["a red circle moving right", "a big yellow star spinning", "a small blue square growing",
+                 "a green triangle moving up quickly and a white circle standing still"]
+
+
+def _label(tile: np.ndarray, text: str, width: int) -> Image.Image:
+    """A tile with its caption underneath, wrapped to the tile's width."""
+    words, lines, line = text.split(), [], ""
+    for w in words:
+        if len(line) + len(w) + 1 > width // 6:
+            lines.append(line)
+            line = w
+        else:
+            line = f"{line} {w}".strip()
+    lines.append(line)
+    canvas = Image.new("RGB", (tile.shape[1], tile.shape[0] + 12 * len(lines) + 4), (255, 255, 255))
+    canvas.paste(Image.fromarray(tile), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for i, text_line in enumerate(lines):
+        draw.text((2, tile.shape[0] + 2 + 12 * i), text_line, fill=(0, 0, 0))
+    return canvas
+
+
+def _row(images: list[Image.Image], gap: int = 4) -> Image.Image:
+    h = max(im.height for im in images)
+    out = Image.new("RGB", (sum(im.width for im in images) + gap * (len(images) - 1), h), (255, 255, 255))
+    x = 0
+    for im in images:
+        out.paste(im, (x, 0))
+        x += im.width + gap
+    return out
+
+
+def make_gallery(pipe, out: Path, seed: int = 0, steps: int = 25, scale: int = 2) -> dict:
+    """Render the prompts above; writes images.png, video_strips.png, one MP4 per video and index.json."""
+    from ..export import save_mp4
+
+    out.mkdir(parents=True, exist_ok=True)
+    index = {"images": [], "videos": []}
+    tiles = []
+    for i, prompt in enumerate(IMAGE_PROMPTS):
+        frame = pipe(prompt, seed=seed + i, num_inference_steps=steps).frames[0, 0]
+        tiles.append(_label(frame.repeat(scale, 0).repeat(scale, 1), f"{prompt} (seed {seed + i})", 64 * scale))
+        index["images"].append({"prompt": prompt, "seed": seed + i})
+    half = len(tiles) // 2
+    top, bottom = _row(tiles[:half]), _row(tiles[half:])
+    grid = Image.new("RGB", (max(top.width, bottom.width), top.height + bottom.height + 4), (255, 255, 255))
+    grid.paste(top, (0, 0))
+    grid.paste(bottom, (0, top.height + 4))
+    grid.save(out / "images.png")
+    strips = []
+    for i, prompt in enumerate(VIDEO_PROMPTS):
+        result = pipe(prompt, frames=8, seed=seed + i, num_inference_steps=steps)
+        frames = result.frames[0]
+        save_mp4(frames, out / f"video_{i}.mp4", settings=result.settings[0], upscale=4)
+        strip = np.concatenate([np.pad(f.repeat(scale, 0).repeat(scale, 1), ((0, 0), (0, 2), (0, 0)),
+                                       constant_values=255) for f in frames], axis=1)
+        strips.append(_label(strip, f"{prompt} (seed {seed + i}, frames left to right)", strip.shape[1]))
+        index["videos"].append({"prompt": prompt, "seed": seed + i, "file": f"video_{i}.mp4"})
+    sheet = Image.new("RGB", (max(s.width for s in strips), sum(s.height + 6 for s in strips)), (255, 255, 255))
+    y = 0
+    for s in strips:
+        sheet.paste(s, (0, y))
+        y += s.height + 6
+    sheet.save(out / "video_strips.png")
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..loading import load_pipeline
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=Path("assets/examples"))
+    p.add_argument("--model", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    print(json.dumps(make_gallery(load_pipeline(args.model), args.out, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
