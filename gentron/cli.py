@@ -1,4 +1,4 @@
-"""Command line: ``python -m gentron generate | info | train | eval | bench``.
+"""Command line: ``python -m gentron generate | info | train | eval | convert | bench``.
 
 Every result prints one JSON line; every bad argument prints a clear message and exits non-zero.
 """
@@ -111,6 +111,48 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_pixart_pipeline
+
+    resolution = None
+    if args.resolution is not None:
+        try:
+            h, w = (int(v) for v in args.resolution.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--resolution must be HEIGHTxWIDTH in pixels, e.g. 1024x1024, "
+                             f"got {args.resolution!r}") from None
+        if h <= 0 or w <= 0:
+            raise ValueError(f"--resolution must be positive, got {args.resolution!r}")
+        resolution = (h, w)
+    out = convert_pixart_pipeline(args.from_pixart, Path(args.out), resolution)
+    print(json.dumps({"converted": args.from_pixart, "out": str(out),
+                      **json.loads((out / "conversion.json").read_text())}))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    import torch
+
+    from .bench import SECTIONS, bench_grid, run_benchmark, save
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    sections = tuple(args.sections.split(",")) if args.sections else SECTIONS
+    stem = "docs/benchmarks-quick" if args.quick else "docs/benchmarks"  # a smoke run never overwrites the real one
+    json_path, md_path = Path(args.out or f"{stem}.json"), Path(args.markdown or f"{stem}.md")
+    command = "python -m gentron " + " ".join(shlex.quote(a) for a in args.argv)
+    log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else (lambda s: None)
+    result = run_benchmark(bench_grid(args.quick), args.device, args.model, sections, command, log)
+    plots = save(result, json_path, md_path)
+    print(json.dumps({"json": str(json_path), "markdown": str(md_path), "plots": plots,
+                      "threads": result["machine"]["threads"], "seconds": round(result["seconds"], 1)}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gentron", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,12 +168,32 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--n-images", type=int, default=200)
     ev.add_argument("--n-videos", type=int, default=100)
     ev.add_argument("--split", default="all", choices=["all", "train", "heldout"], help="caption split to draw from")
+    conv = sub.add_parser("convert", help="start from open weights: a PixArt-α pipeline -> a GenTron T2I folder")
+    conv.add_argument("--from-pixart", required=True, metavar="PATH_OR_ID",
+                      help="diffusers PixArt-α pipeline folder or hub id, e.g. PixArt-alpha/PixArt-XL-2-512x512")
+    conv.add_argument("--out", required=True, help="new folder for the GenTron pipeline")
+    conv.add_argument("--resolution", default=None, metavar="HxW",
+                      help="only for the 1024px (size-conditioned) models: the image size to condition on")
+    bench = sub.add_parser("bench", help="speed, memory and FLOP/s benchmarks -> docs/benchmarks.json/.md")
+    bench.add_argument("--quick", action="store_true", help="reduced grid for smoke tests (64 px, 8 frames, "
+                       "2 repeats, tiny and S/2); writes docs/benchmarks-quick.* unless --out/--markdown are given")
+    bench.add_argument("--out", default=None, help="JSON results (default: docs/benchmarks.json)")
+    bench.add_argument("--markdown", default=None, help="report with one table per section; the plots go "
+                       "next to it (default: docs/benchmarks.md)")
+    bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    bench.add_argument("--model", default=None, help="pipeline for the end-to-end and text-tower rows "
+                       "(default: the built-in model, skipped if absent)")
+    bench.add_argument("--sections", default=None, help="comma-separated subset of "
+                       "step,reference,mfg,flops,quantization,end_to_end (default: all)")
+    bench.add_argument("--verbose", action="store_true", help="print progress to stderr")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # the trainer owns its flags (see python -m gentron.training --help)
         from .training.__main__ import main as train_main
 
         return train_main(argv[1:])
     args = parser.parse_args(argv)
+    args.argv = list(argv)
     try:
         if args.command == "generate":
             return cmd_generate(args)
@@ -139,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_info(args)
         if args.command == "eval":
             return cmd_eval(args)
+        if args.command == "bench":
+            return cmd_bench(args)
+        if args.command == "convert":
+            return cmd_convert(args)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,820 @@
+"""Benchmarks: ``python -m gentron bench [--quick]`` writes docs/benchmarks.json, .md and plots.
+
+Six sections, each a list of rows in one JSON document:
+
+1. ``step``: time of one guided sampling step (one batched denoiser call: CFG's 2 branches for
+   images, MFG's 3 for videos) and its peak memory, over resolutions and frame counts.
+2. ``reference``: our transformer against diffusers' PixArt (images) and Latte (videos) built
+   with the same width, depth, heads, patch size, tokens and text length.
+3. ``mfg``: motion-free guidance's three branches in one batched forward vs three forwards.
+4. ``flops``: achieved FLOP/s of the step against this machine's bf16 matmul peak.
+5. ``quantization``: weight bytes and step time of every quantization mode.
+6. ``end_to_end``: the built-in model from prompt to PNG / MP4, and single steps of small presets.
+
+Rules: every figure is measured in the same process as the figure it is compared with, and
+compared pairs are measured alternately (A, B, A, B, ...); times are medians of ``repeats`` runs
+after ``warmup`` runs; the thread count is fixed and recorded. Precision is bf16 *weights*
+(``model.to(torch.bfloat16)``, no autocast) for ours and the references alike. Pixel sizes map to
+latents with the built-in VAE's factor 4 (SD-style VAEs use 8: their 256 px is our 128 px).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import ctypes
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .config import GenTronConfig, get_preset
+from .guidance import guidance_weights, guided_noise
+from .model import GenTronTransformer
+
+SCHEMA = "gentron-bench/1"
+SECTIONS = ("step", "reference", "mfg", "flops", "quantization", "end_to_end")
+GOALS = {"reference_ratio": 0.8, "mfg_speedup": 1.3, "flops_fraction": 0.4, "e2e_image_s": 1.0, "e2e_video_s": 5.0}
+FLOPS_GOAL_MIN_PARAMS = 100_000_000  # the FLOP/s goal is set for presets of ~100M parameters or more
+LATENT_FACTOR = 4  # the built-in VAE downsamples by 4 (three blocks); SD-style VAEs by 8
+TEXT_LEN = 77  # text tokens per sample (CLIP's length); real tokens: 20 in the prompt, 2 in the empty text
+TEXT_SCALE, MOTION_SCALE = 7.5, 1.5  # λT, λM: every guidance branch has a non-zero weight
+PROMPT = "a red circle moving left"
+
+Fn = Callable[[], Any]
+
+
+# ---- what to measure ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Shape:
+    """One sampling request: an image (CFG, 2 branches) or a video (MFG, 3 branches), batch 1."""
+
+    kind: str  # "image" or "video"
+    resolution: int  # pixels per side
+    frames: int = 1
+
+    @property
+    def latent(self) -> int:
+        return self.resolution // LATENT_FACTOR
+
+    @property
+    def branches(self) -> int:
+        return 2 if self.kind == "image" else 3
+
+    def tokens(self, patch: int) -> int:
+        """Tokens in the batched forward: branches × frames × patches per frame."""
+        return self.branches * self.frames * (self.latent // patch) ** 2
+
+
+@dataclass(frozen=True)
+class BenchGrid:
+    """The presets, sizes and repeat counts of one run (``bench_grid(quick)`` gives the standard ones)."""
+
+    presets: tuple[str, ...]  # sections 1-4
+    resolutions: tuple[int, ...]
+    frames: tuple[int, ...]
+    repeats: int
+    warmup: int
+    quant_presets: tuple[str, ...]  # section 5
+    small_presets: tuple[str, ...] = ("tiny", "S/2")  # section 6's single steps at 64 px
+    e2e_repeats: int = 3
+    matmul_size: int = 4096
+
+    def step_shapes(self) -> list[Shape]:
+        """Images at every resolution; videos at every resolution with the fewest frames, and at the
+        two smallest resolutions with every frame count (the largest corner is left out: it only
+        scales the same way)."""
+        shapes = [Shape("image", r) for r in self.resolutions]
+        shapes += [Shape("video", r, self.frames[0]) for r in self.resolutions]
+        shapes += [Shape("video", r, f) for r in self.resolutions[:2] for f in self.frames[1:]]
+        return shapes
+
+    def reference_shapes(self) -> list[Shape]:
+        """Images at every resolution, videos with the fewest frames at the two smallest."""
+        return [Shape("image", r) for r in self.resolutions] + [Shape("video", r, self.frames[0])
+                                                                  for r in self.resolutions[:2]]
+
+    def mfg_shapes(self) -> list[Shape]:
+        return [Shape("video", self.resolutions[0], f) for f in self.frames[:2]]
+
+
+def bench_grid(quick: bool = False) -> BenchGrid:
+    """The full grid, or the reduced one for smoke tests (64 px, 8 frames, 2 repeats, tiny and S/2)."""
+    if quick:
+        return BenchGrid(presets=("tiny", "S/2"), resolutions=(64,), frames=(8,), repeats=2, warmup=1,
+                         quant_presets=("S/2",), e2e_repeats=1, matmul_size=2048)
+    return BenchGrid(presets=("S/2", "B/2"), resolutions=(64, 128, 256), frames=(8, 16, 32), repeats=5, warmup=1,
+                     quant_presets=("S/2", "B/2"))
+
+
+# ---- measuring ----------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Fn, repeats: int, warmup: int, device: torch.device) -> tuple[float, list[float]]:
+    """Median wall time of ``fn`` over ``repeats`` runs after ``warmup`` unmeasured ones."""
+    return compare_seconds({"fn": fn}, repeats, warmup, device)["fn"]
+
+
+def compare_seconds(fns: dict[str, Fn], repeats: int, warmup: int,
+                    device: torch.device) -> dict[str, tuple[float, list[float]]]:
+    """Time several functions alternately (A, B, A, B, ...) so drift hits them alike; medians."""
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in fns.values():
+                fn()
+        _sync(device)
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(repeats):
+            for name, fn in fns.items():
+                start = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(ts), ts) for name, ts in times.items()}
+
+
+def _proc_status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise KeyError(key)
+
+
+def peak_memory_bytes(fn: Fn, device: torch.device) -> int | None:
+    """Peak memory one call of ``fn`` adds to what is resident before it (the weights, the inputs).
+
+    CUDA: ``torch.cuda.max_memory_allocated``. CPU: the process's peak RSS (VmHWM, reset through
+    /proc/self/clear_refs) minus its RSS after ``malloc_trim``; None where Linux does not allow it.
+    """
+    gc.collect()
+    with torch.inference_mode():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            fn()
+            torch.cuda.synchronize(device)
+            return torch.cuda.max_memory_allocated(device) - base
+        try:
+            with contextlib.suppress(OSError, AttributeError):
+                ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap pages back, so RSS is what is live
+            base = _proc_status_kb("VmRSS")
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS
+            fn()
+            return max(0, _proc_status_kb("VmHWM") - base) * 1024
+        except (OSError, KeyError):
+            return None
+
+
+def counted_flops(fn: Fn) -> int:
+    """FLOPs of one call, counted by torch's FlopCounterMode (matmuls, convolutions, attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.inference_mode(), counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def transformer_flops(cfg: GenTronConfig, batch: int, frames: int, grid_h: int, grid_w: int, text_len: int) -> int:
+    """FLOPs (2 per multiply-add) of one GenTronTransformer forward, from the architecture alone.
+
+    Counts the linear layers, the patch embedding and the two matmuls of every attention; not the
+    norms, activations and additions (a few percent, and not matmul work). ``batch`` counts the
+    guidance branches; the grid is in patches.
+    """
+    d, n, bf = cfg.hidden_size, grid_h * grid_w, batch * frames
+    tokens = bf * n
+    macs = tokens * cfg.in_channels * cfg.patch_size**2 * d  # patch embedding, a strided convolution
+    macs += batch * (256 * d + d * d)  # timestep MLP on the 256 sinusoidal features
+    macs += batch * text_len * (cfg.text_dim * d + d * d)  # caption projection
+    if cfg.text_conditioning == "adaln_zero":
+        macs += batch * 2 * d * d  # pooled-text MLP
+    if cfg.timestep_modulation == "adaln_single":
+        macs += batch * 6 * d * d  # the shared t_block
+    block = tokens * 4 * d * d + 2 * bf * n * n * d  # spatial attention: qkv + out; QKᵀ and AV per frame
+    if cfg.timestep_modulation == "adaln_zero":
+        block += bf * 6 * d * d  # per-block modulation, once per frame
+    if cfg.temporal:
+        block += tokens * 4 * d * d + 2 * batch * n * frames * frames * d  # attention over the frames of a patch
+    if cfg.text_conditioning == "cross_attention":
+        block += tokens * 2 * d * d + batch * text_len * 2 * d * d + 2 * tokens * text_len * d
+    block += tokens * 2 * d * cfg.mlp_hidden_size
+    macs += cfg.depth * block
+    if cfg.timestep_modulation == "adaln_zero":
+        macs += batch * 2 * d * d  # final modulation
+    macs += tokens * d * cfg.patch_size**2 * cfg.in_channels  # output projection
+    return 2 * macs
+
+
+def bf16_matmul_peak(device: torch.device, n: int = 4096, runs: int = 5) -> dict[str, float]:
+    """This machine's bf16 matmul throughput: the best of ``runs`` n×n×n ``torch.mm``."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    best = float("inf")
+    with torch.inference_mode():
+        torch.mm(a, b)
+        for _ in range(runs):
+            _sync(device)
+            start = time.perf_counter()
+            torch.mm(a, b)
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
+    return {"n": n, "runs": runs, "best_ms": best * 1e3, "tflops": 2 * n**3 / best / 1e12}
+
+
+# ---- models and inputs --------------------------------------------------------------------------
+def liven(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Give the zero-initialised tensors (adaLN-Zero gates, output layer) random values, so the model
+    computes a non-trivial output, as a trained one would. Same cost, but results can be compared."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if not p.any():
+                p.copy_(0.02 * torch.randn(p.shape, generator=g))
+    return model
+
+
+class Models:
+    """Random-weight transformers built once per (preset, temporal) in fp32, handed out in any dtype."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._fp32: dict[tuple[str, bool], GenTronTransformer] = {}
+        self._cast: dict[tuple[str, bool, torch.dtype], GenTronTransformer] = {}
+
+    def fp32(self, preset: str, temporal: bool) -> GenTronTransformer:
+        key = (preset, temporal)
+        if key not in self._fp32:
+            torch.manual_seed(0)
+            self._fp32[key] = liven(GenTronTransformer.from_preset(preset, temporal=temporal)).eval()
+        return self._fp32[key]
+
+    def get(self, preset: str, temporal: bool, dtype: torch.dtype = torch.bfloat16) -> GenTronTransformer:
+        key = (preset, temporal, dtype)
+        if dtype == torch.float32 and self.device.type == "cpu":
+            return self.fp32(preset, temporal)
+        if key not in self._cast:
+            # nn.Module.to: ModelMixin.to would warn about fp32 modules that this model does not have
+            self._cast[key] = nn.Module.to(copy.deepcopy(self.fp32(preset, temporal)), self.device, dtype)
+        return self._cast[key]
+
+    def for_shape(self, preset: str, shape: Shape, dtype: torch.dtype = torch.bfloat16) -> GenTronTransformer:
+        """Images run the text-to-image model, videos the text-to-video one (with temporal layers)."""
+        return self.get(preset, shape.kind == "video", dtype)
+
+
+@dataclass
+class StepInputs:
+    x: torch.Tensor  # (1, C, F, h, w) latents
+    t: torch.Tensor  # (1,) timestep
+    cond: tuple[torch.Tensor, torch.Tensor]  # prompt embeddings (1, L, text_dim), mask (1, L)
+    uncond: tuple[torch.Tensor, torch.Tensor]  # empty-text embeddings and mask
+
+
+def step_inputs(cfg: GenTronConfig, shape: Shape, device: torch.device, text_len: int = TEXT_LEN,
+                seed: int = 0) -> StepInputs:
+    """Random latents and text embeddings of the right shapes; masks as real prompts give them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, cfg.in_channels, shape.frames, shape.latent, shape.latent, generator=g)
+    masks = [torch.arange(text_len) < n for n in (min(20, text_len), min(2, text_len))]
+    texts = [torch.randn(1, text_len, cfg.text_dim, generator=g) * m[None, :, None] for m in masks]
+    t = torch.tensor([500])
+    return StepInputs(x.to(device), t.to(device), (texts[0].to(device), masks[0][None].to(device)),
+                      (texts[1].to(device), masks[1][None].to(device)))
+
+
+def guided_step(model: nn.Module, shape: Shape, inp: StepInputs) -> Fn:
+    """One sampling step's denoiser call: all guidance branches in one batched forward."""
+    branches, weights = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
+    assert len(branches) == shape.branches
+    return lambda: guided_noise(model, inp.x, inp.t, inp.cond, inp.uncond, branches, weights)
+
+
+def separate_step(model: nn.Module, shape: Shape, inp: StepInputs) -> Fn:
+    """The same step with one forward per branch, combined with the same weights."""
+    branches, weights = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
+
+    def run() -> torch.Tensor:
+        out = torch.zeros(inp.x.shape, device=inp.x.device)
+        for branch, w in zip(branches, weights[:, 0].tolist()):
+            text, mask = inp.cond if branch.conditional else inp.uncond
+            motion = torch.tensor([branch.motion], device=inp.x.device)
+            out += w * model(inp.x, inp.t, text, mask, motion).float()
+        return out
+
+    return run
+
+
+def stacked_inputs(inp: StepInputs, shape: Shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The batched forward's inputs (branches stacked), as guided_noise builds them, for the references."""
+    n = shape.branches
+    text = torch.cat([inp.cond[0]] + [inp.uncond[0]] * (n - 1))
+    mask = torch.cat([inp.cond[1]] + [inp.uncond[1]] * (n - 1))
+    return inp.x.repeat(n, 1, 1, 1, 1), inp.t.repeat(n), text, mask
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- section 1: step time and memory ------------------------------------------------------------
+def bench_steps(grid: BenchGrid, models: Models, device: torch.device, log: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for preset in grid.presets:
+        for shape in grid.step_shapes():
+            model = models.for_shape(preset, shape)
+            cfg = model.cfg
+            inp = step_inputs(cfg, shape, device)
+            step = guided_step(model, shape, inp)
+            median, times = median_seconds(step, grid.repeats, grid.warmup, device)
+            peak = peak_memory_bytes(step, device)
+            g = shape.latent // cfg.patch_size
+            rows.append({"preset": preset, "params": _params(model), **asdict(shape), "latent": shape.latent,
+                         "branches": shape.branches, "tokens": shape.tokens(cfg.patch_size),
+                         "ms": median * 1e3, "ms_runs": [t * 1e3 for t in times],
+                         "peak_mem_mb": None if peak is None else peak / 2**20,
+                         "weights_mb": _weight_mb(model),
+                         "flops": transformer_flops(cfg, shape.branches, shape.frames, g, g, TEXT_LEN)})
+            log(f"step {preset} {shape.kind} {shape.resolution}px x{shape.frames}: {median * 1e3:.1f} ms")
+    return rows
+
+
+def _weight_mb(model: nn.Module) -> float:
+    from .quantization import weight_bytes
+
+    return weight_bytes(model) / 2**20
+
+
+# ---- section 2: against diffusers' PixArt and Latte ----------------------------------------------
+def build_reference(cfg: GenTronConfig, shape: Shape) -> nn.Module:
+    """diffusers' PixArt-α (images) or Latte (videos) transformer with our width, depth, heads, patch,
+    MLP width and text width, with exact GELU as ours (PixArt/Latte ship the tanh one)."""
+    common = dict(num_attention_heads=cfg.num_heads, attention_head_dim=cfg.hidden_size // cfg.num_heads,
+                  in_channels=cfg.in_channels, out_channels=cfg.in_channels, num_layers=cfg.depth,
+                  cross_attention_dim=cfg.hidden_size, attention_bias=True, sample_size=shape.latent,
+                  patch_size=cfg.patch_size, activation_fn="gelu", num_embeds_ada_norm=1000,
+                  norm_type="ada_norm_single", norm_elementwise_affine=False, norm_eps=1e-6,
+                  caption_channels=cfg.text_dim)
+    if cfg.mlp_hidden_size != 4 * cfg.hidden_size:
+        raise ValueError(f"the references' MLP is 4x the width; this one is {cfg.mlp_hidden_size}/{cfg.hidden_size}")
+    torch.manual_seed(0)
+    if shape.kind == "image":
+        from diffusers import PixArtTransformer2DModel
+
+        return PixArtTransformer2DModel(**common, use_additional_conditions=False).eval()
+    from diffusers import LatteTransformer3DModel
+
+    return LatteTransformer3DModel(**common, video_length=shape.frames).eval()
+
+
+def reference_forward(ref: nn.Module, shape: Shape, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+                      mask: torch.Tensor) -> Fn:
+    """The reference's forward on the same stacked batch. Latte's pipeline passes no text mask
+    (its forward cannot take one per frame), so neither do we for it."""
+    x, text = x.to(ref.dtype), text.to(ref.dtype)
+    if shape.kind == "image":
+        return lambda: ref(x[:, :, 0], encoder_hidden_states=text, timestep=t, encoder_attention_mask=mask,
+                           added_cond_kwargs={"resolution": None, "aspect_ratio": None}, return_dict=False)[0]
+    return lambda: ref(x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+
+
+def bench_references(grid: BenchGrid, models: Models, device: torch.device,
+                     log: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for preset in grid.presets:
+        if get_preset(preset).mlp_hidden_size != 4 * get_preset(preset).hidden_size:
+            log(f"reference: {preset} skipped, its MLP is not 4x its width as PixArt's and Latte's are")
+            continue
+        for shape in grid.reference_shapes():
+            model = models.for_shape(preset, shape)
+            inp = step_inputs(model.cfg, shape, device)
+            x, t, text, mask = stacked_inputs(inp, shape)
+            motion = torch.ones(x.shape[0], dtype=torch.bool, device=device)  # Latte has no motion-free mask
+            ours = lambda: model(x, t, text, mask, motion)  # noqa: E731
+            ref = nn.Module.to(build_reference(model.cfg, shape), device, torch.bfloat16)
+            theirs = reference_forward(ref, shape, x, t, text, mask)
+            ours_flops, their_flops = counted_flops(ours), counted_flops(theirs)  # these runs count as one warm-up
+            res = compare_seconds({"ours": ours, "theirs": theirs}, grid.repeats, max(0, grid.warmup - 1), device)
+            ratio = res["ours"][0] / res["theirs"][0]
+            rows.append({"preset": preset, "reference": type(ref).__name__, **asdict(shape),
+                         "tokens": shape.tokens(model.cfg.patch_size), "ours_ms": res["ours"][0] * 1e3,
+                         "theirs_ms": res["theirs"][0] * 1e3, "ratio": ratio,
+                         "ours_params": _params(model), "theirs_params": _params(ref),
+                         "ours_gflop": ours_flops / 1e9, "theirs_gflop": their_flops / 1e9,
+                         "ratio_per_flop": ratio * their_flops / ours_flops,
+                         "goal": GOALS["reference_ratio"], "met": ratio <= GOALS["reference_ratio"]})
+            log(f"reference {preset} {shape.kind} {shape.resolution}px x{shape.frames}: ours/theirs {ratio:.2f}")
+            del ref
+    return rows
+
+
+# ---- section 3: MFG batched vs separate ---------------------------------------------------------
+def mfg_batched_vs_separate(model: nn.Module, shape: Shape, inp: StepInputs, repeats: int, warmup: int,
+                            device: torch.device, check_model: nn.Module | None = None) -> dict[str, Any]:
+    """Motion-free guidance as one batched forward of its 3 branches vs 3 forwards of one branch each.
+
+    Both must compute the same guided noise: ``same_result`` compares them on ``check_model`` (an
+    fp32 copy, where they agree to rounding; default ``model``) at a relative tolerance of 1e-4.
+    ``rel_diff`` is the difference on ``model`` itself (bf16 rounding differs with the batch size,
+    and λT = 7.5 amplifies it). Times are medians, measured alternately.
+    """
+    def rel_diff(m: nn.Module) -> float:
+        with torch.inference_mode():
+            a, b = guided_step(m, shape, inp)().float(), separate_step(m, shape, inp)().float()
+        return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+    check = rel_diff(check_model if check_model is not None else model)
+    res = compare_seconds({"batched": guided_step(model, shape, inp), "separate": separate_step(model, shape, inp)},
+                          repeats, warmup, device)
+    return {"batched_s": res["batched"][0], "separate_s": res["separate"][0],
+            "speedup": res["separate"][0] / res["batched"][0], "rel_diff": rel_diff(model), "check_rel_diff": check,
+            "same_result": check < 1e-4}
+
+
+def bench_mfg(grid: BenchGrid, models: Models, device: torch.device, log: Callable[[str], None]) -> list[dict]:
+    rows = []
+    for preset in grid.presets:
+        for shape in grid.mfg_shapes():
+            model = models.for_shape(preset, shape)
+            r = mfg_batched_vs_separate(model, shape, step_inputs(model.cfg, shape, device), grid.repeats,
+                                        grid.warmup, device, check_model=models.for_shape(preset, shape, torch.float32))
+            rows.append({"preset": preset, **asdict(shape), "batched_ms": r["batched_s"] * 1e3,
+                         "separate_ms": r["separate_s"] * 1e3, "speedup": r["speedup"], "rel_diff_bf16": r["rel_diff"],
+                         "rel_diff_fp32": r["check_rel_diff"], "same_result": r["same_result"],
+                         "goal": GOALS["mfg_speedup"],
+                         "met": r["speedup"] >= GOALS["mfg_speedup"] and r["same_result"]})
+            log(f"mfg {preset} {shape.resolution}px x{shape.frames}: batched {r['speedup']:.2f}x faster")
+    return rows
+
+
+# ---- section 4: achieved FLOP/s -----------------------------------------------------------------
+def flops_section(steps: list[dict], peak: dict[str, float]) -> dict[str, Any]:
+    """FLOP/s of every section-1 step (one forward plus a weighted sum) against the bf16 matmul peak."""
+    rows = []
+    for s in steps:
+        tflops = s["flops"] / (s["ms"] / 1e3) / 1e12
+        fraction = tflops / peak["tflops"]
+        has_goal = s["params"] >= FLOPS_GOAL_MIN_PARAMS
+        rows.append({k: s[k] for k in ("preset", "params", "kind", "resolution", "frames", "tokens", "ms")}
+                    | {"gflop": s["flops"] / 1e9, "tflops": tflops, "fraction_of_peak": fraction,
+                       "goal": GOALS["flops_fraction"] if has_goal else None,
+                       "met": fraction >= GOALS["flops_fraction"] if has_goal else None})
+    return {"peak": peak, "rows": rows}
+
+
+# ---- section 5: quantization --------------------------------------------------------------------
+def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pipe: Any,
+                       log: Callable[[str], None]) -> list[dict]:
+    """Every available mode on the T2V transformer (a 64 px 8-frame MFG step) and, given a pipeline,
+    on its text towers (encoding a prompt and the empty text)."""
+    from .quantization import available_modes, quantize_module, weight_bytes
+
+    modes = available_modes(device.type)
+    shape = Shape("video", grid.resolutions[0], grid.frames[0])
+    rows = []
+    for preset in grid.quant_presets:
+        base = models.fp32(preset, True)
+        inp = step_inputs(base.cfg, shape, device)
+        for mode in modes:
+            q = quantize_module(copy.deepcopy(base).to(device), mode)
+            median, _ = median_seconds(guided_step(q, shape, inp), grid.repeats, grid.warmup, device)
+            rows.append({"part": "transformer", "preset": preset, "mode": mode, "weight_bytes": weight_bytes(q),
+                         "ms": median * 1e3, "what": f"{shape.kind} {shape.resolution}px x{shape.frames} step"})
+            log(f"quantization {preset} {mode}: {median * 1e3:.1f} ms")
+            del q
+    if pipe is not None:
+        from .text import encode_text
+
+        for mode in modes:
+            p = copy.deepcopy(pipe)
+            for part in ("text_encoder", "text_encoder_2"):
+                if getattr(p, part, None) is not None:
+                    quantize_module(getattr(p, part), mode)
+            median, _ = median_seconds(lambda: encode_text(p.towers, [PROMPT, ""]), grid.repeats, grid.warmup,
+                                       device)
+            nbytes = sum(weight_bytes(getattr(p, part)) for part in ("text_encoder", "text_encoder_2")
+                         if getattr(p, part, None) is not None)
+            rows.append({"part": "text towers", "preset": "built-in", "mode": mode, "weight_bytes": nbytes,
+                         "ms": median * 1e3, "what": "encode prompt + empty text"})
+            del p
+    return rows
+
+
+# ---- section 6: end to end ----------------------------------------------------------------------
+def prompt_to_file(pipe: Any, frames: int, path: Path) -> dict[str, float]:
+    """One request as ``gentron generate`` serves it: text, 25 steps, decode, then the PNG/MP4 file."""
+    from .export import save_result
+
+    start = time.perf_counter()
+    result = pipe(PROMPT, frames=frames, height=64, num_inference_steps=25, seed=0)
+    mid = time.perf_counter()
+    save_result(result.frames[0], path, fps=4, settings=result.settings[0])
+    end = time.perf_counter()
+    return {"pipeline_s": mid - start, "export_s": end - mid, "total_s": end - start}
+
+
+def bench_end_to_end(grid: BenchGrid, models: Models, device: torch.device, pipe: Any, model_name: str | None,
+                     log: Callable[[str], None]) -> dict[str, Any]:
+    """Prompt to file with the built-in model as loaded and in bf16 (64 px image -> PNG, 8-frame video
+    -> MP4), then one sampling step of small presets at 64 px in fp32 and bf16."""
+    from .quantization import quantize_pipeline
+
+    out: dict[str, Any] = {"model": model_name, "note": None, "rows": [], "steps": []}
+    if pipe is None:
+        out["note"] = "skipped: the built-in model (assets/gentron-shapes) is not there; give --model to use another"
+    else:
+        jobs = [("image", 1, "png", GOALS["e2e_image_s"])]
+        if pipe.transformer.config.temporal:
+            jobs.append(("video", 8, "mp4", GOALS["e2e_video_s"]))
+        else:
+            out["note"] = "no video row: this model has no temporal layers (text-to-image only)"
+        bf16 = copy.deepcopy(pipe)
+        quantize_pipeline(bf16, "bf16")
+        with tempfile.TemporaryDirectory() as tmp:
+            for quantize, p in (("none", pipe), ("bf16", bf16)):
+                for kind, frames, ext, goal in jobs:
+                    for _ in range(grid.warmup):
+                        prompt_to_file(p, frames, Path(tmp) / f"out.{ext}")
+                    runs = [prompt_to_file(p, frames, Path(tmp) / f"out.{ext}") for _ in range(grid.e2e_repeats)]
+                    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+                    out["rows"].append({"kind": kind, "quantize": quantize, "resolution": 64, "frames": frames,
+                                        "steps": 25, "format": ext, **med, "goal_s": goal,
+                                        "met": med["total_s"] <= goal})
+                    log(f"end to end {kind} ({quantize}): {med['total_s']:.2f} s")
+    for preset in grid.small_presets:
+        for dtype in (torch.float32, torch.bfloat16):
+            for shape in (Shape("image", 64), Shape("video", 64, 8)):
+                model = models.for_shape(preset, shape, dtype)
+                step = guided_step(model, shape, step_inputs(model.cfg, shape, device))
+                median, _ = median_seconds(step, grid.repeats, grid.warmup, device)
+                out["steps"].append({"preset": preset, "precision": str(dtype).removeprefix("torch."),
+                                     **asdict(shape), "branches": shape.branches, "ms": median * 1e3})
+    return out
+
+
+# ---- the run --------------------------------------------------------------------------------------
+def machine_info(device: torch.device) -> dict[str, Any]:
+    """What the numbers depend on: CPU model and flags, threads, GPU, library versions, commit."""
+    import diffusers
+    import transformers
+
+    info: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():  # the first processor's entries
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    cpu = info.get("model name") or platform.processor() or "unknown"
+    flags = sorted(f for f in info.get("flags", "").split() if f.startswith(("amx", "avx512_bf16")))
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    return {"cpu": cpu, "cpu_flags": flags, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "platform": platform.platform(), "commit": commit,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+
+
+def _load_pipeline(model: str | None, device: torch.device) -> tuple[Any, str | None]:
+    """The pipeline for sections 5-6: ``model`` if given, else the built-in one if it is there."""
+    from .loading import BUILTIN_MODEL, load_pipeline
+
+    if model is None and not BUILTIN_MODEL.exists():
+        return None, None
+    name = model or str(BUILTIN_MODEL)
+    return load_pipeline(name, str(device)), name
+
+
+def run_benchmark(grid: BenchGrid, device: str = "cpu", model: str | None = None,
+                  sections: tuple[str, ...] = SECTIONS, command: str = "python -m gentron bench",
+                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run the chosen sections and return the JSON document (see the module docstring)."""
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose from {list(SECTIONS)}")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    started = time.perf_counter()
+    models = Models(dev)
+    result: dict[str, Any] = {
+        "schema": SCHEMA, "command": command, "machine": machine_info(dev),
+        "settings": {**asdict(grid), "precision": "bf16 weights (model.to(torch.bfloat16)), no autocast",
+                     "latent_factor": LATENT_FACTOR, "text_len": TEXT_LEN, "text_scale": TEXT_SCALE,
+                     "motion_scale": MOTION_SCALE, "sections": list(sections), "goals": GOALS},
+    }
+    if "step" in sections or "flops" in sections:
+        result["step"] = bench_steps(grid, models, dev, log)
+    if "flops" in sections:
+        peak = bf16_matmul_peak(dev, grid.matmul_size)
+        log(f"bf16 matmul peak: {peak['tflops']:.2f} TFLOP/s")
+        result["flops"] = flops_section(result["step"], peak)
+    if "reference" in sections:
+        result["reference"] = bench_references(grid, models, dev, log)
+    if "mfg" in sections:
+        result["mfg"] = bench_mfg(grid, models, dev, log)
+    pipe, name = (None, None)
+    if "quantization" in sections or "end_to_end" in sections:
+        pipe, name = _load_pipeline(model, dev)
+    if "quantization" in sections:
+        result["quantization"] = bench_quantization(grid, models, dev, pipe, log)
+    if "end_to_end" in sections:
+        result["end_to_end"] = bench_end_to_end(grid, models, dev, pipe, name, log)
+    result["seconds"] = time.perf_counter() - started
+    return result
+
+
+# ---- writing ------------------------------------------------------------------------------------
+def _met(value: bool | None) -> str:
+    return "—" if value is None else ("yes" if value else "no")
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+        return "—" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _size(row: dict) -> str:
+    return f"{row['resolution']} px" + (f" × {row['frames']} f" if row.get("kind") == "video" else "")
+
+
+def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> str:
+    """The report: the command, the machine, then one table per section (goal and met? where set)."""
+    m, s = result["machine"], result["settings"]
+    out = ["# GenTron benchmarks", "",
+           f"Produced by `{result['command']}`" + (f" at commit {m['commit']}" if m.get("commit") else "")
+           + f" on {m['date']}.", "",
+           f"Machine: {m['cpu']} ({', '.join(m['cpu_flags']) or 'no AMX/AVX512-BF16'}), {m['logical_cpus']} logical "
+           f"CPUs, **{m['threads']} torch threads**, device {m['device']}" + (f" ({m['gpu']})" if m.get("gpu") else "")
+           + f"; torch {m['torch']}, diffusers {m['diffusers']}, transformers {m['transformers']}, "
+             f"Python {m['python']}.", "",
+           f"Method: medians of {s['repeats']} runs after {s['warmup']} warm-up run(s); compared pairs measured "
+           f"alternately in this one run. Precision: {s['precision']}. Pixel sizes are for the built-in VAE "
+           f"(latents = pixels / {s['latent_factor']}; an SD-style VAE's /8 halves the latent side). Text: "
+           f"{s['text_len']} tokens per branch. Guidance: CFG with 2 branches for images, MFG with 3 for videos "
+           f"(λT = {s['text_scale']}, λM = {s['motion_scale']}), batched in one forward.", ""]
+    if "step" in result:
+        out += ["## 1. Time per sampling step and peak memory", "",
+                "One guided denoiser call. Peak memory: what the step adds on top of the resident weights and "
+                "inputs (peak RSS over RSS before, on CPU; `max_memory_allocated` on CUDA).", "",
+                _table(["preset", "params (M)", "kind", "size", "latent", "branches", "tokens", "step ms",
+                        "peak MB", "weights MB"],
+                       [[r["preset"], r["params"] / 1e6, r["kind"], _size(r), f"{r['latent']}²", r["branches"],
+                         r["tokens"], r["ms"], r["peak_mem_mb"], r["weights_mb"]] for r in result["step"]]), ""]
+        out += [f"![{Path(p).stem}]({Path(p).name})" for p in plots or []] + ([""] if plots else [])
+    if "reference" in result and not result["reference"]:
+        out += ["## 2. Against diffusers' PixArt-α (images) and Latte (videos)", "",
+                "No preset in this run has the references' 4× MLP: nothing was compared.", ""]
+    elif "reference" in result:
+        out += ["## 2. Against diffusers' PixArt-α (images) and Latte (videos)", "",
+                "Same width, depth, heads, patch, MLP width, exact GELU, text width and length, the same stacked "
+                "batch of branches, bf16 weights, same threads. Latte runs no text mask (as its pipeline) and has "
+                "a feed-forward in its temporal blocks, so it does more work per step: `ratio per FLOP` divides "
+                "that out. Goal: ours/theirs ≤ 0.8.", "",
+                _table(["reference", "preset", "kind", "size", "tokens", "ours ms", "theirs ms", "ours GFLOP",
+                        "theirs GFLOP", "ratio", "ratio per FLOP", "goal", "met?"],
+                       [[r["reference"], r["preset"], r["kind"], _size(r), r["tokens"], r["ours_ms"], r["theirs_ms"],
+                         r["ours_gflop"], r["theirs_gflop"], r["ratio"], r["ratio_per_flop"], f"≤ {r['goal']}",
+                         _met(r["met"])] for r in result["reference"]]), ""]
+    if "mfg" in result:
+        out += ["## 3. Motion-free guidance: one batched forward vs three", "",
+                "Both compute the same guided noise: their relative difference is checked on an fp32 copy "
+                "(< 1e-4 or the row fails) and shown for the timed bf16 model (bf16 rounding depends on the batch "
+                "size, and λT amplifies it). Goal: ≥ 1.3× faster.", "",
+                _table(["preset", "size", "batched ms", "separate ms", "speedup", "rel diff fp32", "rel diff bf16",
+                        "goal", "met?"],
+                       [[r["preset"], _size(r), r["batched_ms"], r["separate_ms"], r["speedup"], r["rel_diff_fp32"],
+                         r["rel_diff_bf16"], f"≥ {r['goal']}", _met(r["met"])] for r in result["mfg"]]), ""]
+    if "flops" in result:
+        p = result["flops"]["peak"]
+        out += ["## 4. Achieved FLOP/s against the bf16 matmul peak", "",
+                f"Peak: {p['tflops']:.2f} TFLOP/s, the best of {p['runs']} bf16 `torch.mm` of {p['n']}³ in this run. "
+                "FLOPs are counted from the architecture (linear layers, patch embedding, attention matmuls; "
+                "`transformer_flops`, checked against torch's FlopCounterMode in the tests). Times are section 1's. "
+                f"Goal: ≥ {GOALS['flops_fraction']:.0%} of peak for presets of ~100M parameters or more.", "",
+                _table(["preset", "params (M)", "kind", "size", "tokens", "GFLOP/step", "step ms", "TFLOP/s",
+                        "% of peak", "goal", "met?"],
+                       [[r["preset"], r["params"] / 1e6, r["kind"], _size(r), r["tokens"], r["gflop"], r["ms"],
+                         r["tflops"], 100 * r["fraction_of_peak"],
+                         None if r["goal"] is None else f"≥ {r['goal']:.0%}", _met(r["met"])]
+                        for r in result["flops"]["rows"]]), ""]
+    if "quantization" in result:
+        out += ["## 5. Quantization modes", "",
+                "Each mode applied to a copy of the fp32 model (`gentron.quantization.quantize_module`); bytes "
+                "from `weight_bytes` (quantized tensors count their packed storage).", "",
+                _table(["part", "preset", "mode", "weights MB", "ms", "timed"],
+                       [[r["part"], r["preset"], r["mode"], r["weight_bytes"] / 2**20, r["ms"], r["what"]]
+                        for r in result["quantization"]]), ""]
+    if "end_to_end" in result:
+        e = result["end_to_end"]
+        out += ["## 6. The built-in model end to end", ""]
+        if e["note"]:
+            out += [e["note"] + ".", ""]
+        if e["rows"]:
+            out += [f"Model: `{e['model']}`. Text encoding, 25 steps, VAE decode, and the file written by "
+                    "`gentron.export`; medians.", "",
+                    _table(["kind", "quantize", "size", "file", "pipeline s", "export s", "total s", "goal", "met?"],
+                           [[r["kind"], r["quantize"], _size(r), r["format"].upper(), r["pipeline_s"], r["export_s"],
+                             r["total_s"],
+                             f"≤ {r['goal_s']} s", _met(r["met"])] for r in e["rows"]]), ""]
+        out += ["One sampling step (random weights) at 64 px:", "",
+                _table(["preset", "precision", "kind", "size", "branches", "step ms"],
+                       [[r["preset"], r["precision"], r["kind"], _size(r), r["branches"], r["ms"]]
+                        for r in e["steps"]]), ""]
+    out.append(f"Whole run: {result.get('seconds', 0.0):.0f} s.")
+    return "\n".join(out) + "\n"
+
+
+def write_plots(result: dict[str, Any], folder: Path, stem: str = "benchmarks") -> list[str]:
+    """Step time vs frames and vs resolution (PNG, log scale), from section 1; returns the paths."""
+    rows = result.get("step") or []
+    if not rows:
+        return []
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    presets = list(dict.fromkeys(r["preset"] for r in rows))
+    # step time vs frames: one line per preset and resolution (videos)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for preset in presets:
+        for res in sorted({r["resolution"] for r in rows if r["kind"] == "video"}):
+            pts = sorted((r["frames"], r["ms"]) for r in rows if r["preset"] == preset and r["kind"] == "video"
+                         and r["resolution"] == res)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{preset}, {res} px")
+    frames = sorted({r["frames"] for r in rows if r["kind"] == "video"})
+    ax.set(xlabel="frames", ylabel="ms per step (MFG, 3 branches)", xscale="log", yscale="log",
+           title="Step time vs frames")
+    ax.set_xticks(frames, [str(f) for f in frames])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    paths.append(str(folder / f"{stem}_step_vs_frames.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    # step time vs resolution: images, and videos at the fewest frames
+    fig, ax = plt.subplots(figsize=(6, 4))
+    min_frames = min((r["frames"] for r in rows if r["kind"] == "video"), default=None)
+    for preset in presets:
+        for kind, frames in (("image", 1), ("video", min_frames)):
+            pts = sorted((r["resolution"], r["ms"]) for r in rows if r["preset"] == preset and r["kind"] == kind
+                         and r["frames"] == frames)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{preset}, {kind}" + (f" × {frames} f" if kind == "video"
+                                                                              else ""))
+    sides = sorted({r["resolution"] for r in rows})
+    ax.set(xlabel="resolution (px; latents are /4)", ylabel="ms per step", xscale="log", yscale="log",
+           title="Step time vs resolution")
+    ax.set_xticks(sides, [str(r) for r in sides])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    paths.append(str(folder / f"{stem}_step_vs_resolution.png"))
+    fig.tight_layout()
+    fig.savefig(paths[-1], dpi=100)
+    plt.close(fig)
+    return paths
+
+
+def save(result: dict[str, Any], json_path: Path, markdown_path: Path) -> list[str]:
+    """Write the plots (next to the markdown), the markdown and the JSON; returns the plot paths."""
+    plots = write_plots(result, markdown_path.parent, markdown_path.stem)
+    result["plots"] = plots
+    markdown_path.parent.mkdir(parents=True, exist_ok=True)
+    markdown_path.write_text(write_markdown(result, plots))
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(result, indent=1))
+    return plots
+
+
+__all__ = ["BenchGrid", "Shape", "bench_grid", "run_benchmark", "save", "write_markdown", "write_plots",
+           "transformer_flops", "counted_flops", "mfg_batched_vs_separate", "median_seconds", "compare_seconds",
+           "peak_memory_bytes", "bf16_matmul_peak"]
