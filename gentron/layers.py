@@ -74,9 +74,11 @@ class TemporalAttention(nn.Module):
         # x: ((B F), N, D); frame_pos: (F, D); motion: (B,) bool
         n = x.shape[1]
         h = rearrange(self.norm(x), "(b f) n d -> (b n) f d", f=frames) + frame_pos
-        eye = torch.eye(frames, dtype=torch.bool, device=x.device)
-        mask = eye | motion.view(-1, 1, 1)  # (B, F, F): all True with motion, identity without
-        mask = mask.repeat_interleave(n, dim=0).unsqueeze(1)  # ((B N), 1, F, F)
+        mask = None  # every sample with motion: full attention, and no mask to build or apply
+        if not bool(motion.all()):
+            eye = torch.eye(frames, dtype=torch.bool, device=x.device)
+            mask = eye | motion.view(-1, 1, 1)  # (B, F, F): all True with motion, identity without
+            mask = mask.repeat_interleave(n, dim=0).unsqueeze(1)  # ((B N), 1, F, F)
         h = self.attn(h, mask=mask)
         return rearrange(h, "(b n) f d -> (b f) n d", n=n)
 
