@@ -1,11 +1,13 @@
 """Training data: batches addressed by (draw, rank), and their preparation into model inputs.
 
-A sample is ``{"pixels": float (F, 3, S, S) in [-1, 1] (or (3, S, S) for an image), "caption": str}``.
+A sample is ``{"pixels": float (F, 3, S, S) in [-1, 1] (or (3, S, S) for an image), "caption": str}``,
+or, from a latent cache (gentron.data.folders), ``{"latent_mean", "latent_logvar": (F, C, h, w),
+"text": (L, D), "caption"}``: the VAE and the text towers have already run.
 
 Exact resume needs the data at step N to be re-creatable without replaying steps 0..N-1, so a
 source is asked for "micro-batch number ``draw`` of process ``rank``" rather than iterated:
 
-- a sized dataset (list, map-style Dataset, an image folder) is read in a per-epoch permutation
+- a sized dataset (list, map-style Dataset, a media folder or latent cache) is read in a per-epoch permutation
   seeded by (seed, epoch), each process taking its own slice of it;
 - a stream factory ``seed -> iterable`` (Shapes World) is restarted with a seed derived from
   (seed, draw, rank) for every micro-batch;
@@ -22,9 +24,11 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 import torch
 
+from ..data.folders import IMAGE_SUFFIXES, LatentCache, MediaFolder, is_cache  # noqa: F401 (re-exported)
+
 DATA_SALT = 0  # separates the data stream's seeds from the noise generator's (see derive_seed)
 NOISE_SALT = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ImageFolder = MediaFolder  # the earlier name: images, videos and clip folders with captions (gentron.data.folders)
 
 
 def derive_seed(*parts: int) -> int:
@@ -118,7 +122,9 @@ def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_fre
             source = StreamSource(shapes, seed)
             source.supplies_images = frames > 1 and p_motion_free > 0
             return source
-        return IndexedSource(ImageFolder(data, resolution, frames), seed)
+        if is_cache(data):
+            return IndexedSource(LatentCache(data, resolution, frames), seed)
+        return IndexedSource(MediaFolder(data, resolution, frames), seed)
     if hasattr(data, "batch"):
         return data
     sized = hasattr(data, "__len__") and hasattr(data, "__getitem__")
@@ -132,59 +138,22 @@ def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_fre
                     "{'pixels', 'caption'} dicts, or a function seed -> iterable of them")
 
 
-# ---- an image / clip folder ------------------------------------------------------------------
-class ImageFolder:
-    """``NAME.png`` + ``NAME.txt`` (caption) are images; a subfolder of frames + ``caption.txt`` is a clip.
-
-    Images are resized (shorter side) and centre-cropped to ``resolution``; clips keep their first
-    ``frames`` frames. Images in a video run become motion-free pseudo-videos (see prepare_batch).
-    """
-
-    def __init__(self, root: str | Path, resolution: int, frames: int):
-        self.root, self.resolution, self.frames = Path(root), resolution, frames
-        if not self.root.is_dir():
-            raise ValueError(f"data folder {str(root)!r} does not exist")
-        self.items: list[tuple[list[Path], Path]] = []
-        for path in sorted(self.root.iterdir()):
-            if path.is_dir() and (path / "caption.txt").is_file():
-                clip = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-                if clip:
-                    self.items.append((clip[:frames], path / "caption.txt"))
-            elif path.suffix.lower() in IMAGE_SUFFIXES and path.with_suffix(".txt").is_file():
-                self.items.append(([path], path.with_suffix(".txt")))
-        if not self.items:
-            raise ValueError(f"no training samples in {str(root)!r}: expected NAME.png + NAME.txt pairs or "
-                             "clip folders holding frames and a caption.txt")
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        files, caption = self.items[index]
-        pixels = torch.stack([self._load(f) for f in files])
-        return {"pixels": pixels, "caption": caption.read_text().strip()}
-
-    def _load(self, path: Path) -> torch.Tensor:
-        from PIL import Image
-
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            s = self.resolution
-            scale = s / min(im.size)
-            w, h = max(s, round(im.width * scale)), max(s, round(im.height * scale))
-            im = im.resize((w, h), Image.Resampling.BICUBIC)
-            left, top = (w - s) // 2, (h - s) // 2
-            im = im.crop((left, top, left + s, top + s))
-            arr = np.asarray(im, dtype=np.float32)
-        return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1.0
+def check_source(source: BatchSource, pipe: Any) -> None:
+    """Let a dataset that depends on the model check it: a latent cache was built by this pipeline's encoders,
+    a media folder skips captions too long for its text towers. Called before the first batch."""
+    check = getattr(getattr(source, "dataset", None), "check_pipeline", None)
+    if check is not None:
+        check(pipe)
 
 
 # ---- batch preparation -------------------------------------------------------------------------
 @dataclass
 class Batch:
-    pixels: torch.Tensor  # (B, F, 3, S, S) in [-1, 1]
+    pixels: torch.Tensor | None  # (B, F, 3, S, S) in [-1, 1]; None when the samples come from a latent cache
     captions: list[str]  # "" where text dropout hit
     motion: torch.Tensor  # (B,) bool; False = identity temporal mask (a still, image-like sample)
+    posterior: torch.Tensor | None = None  # (B, F, 2C, h, w) cached VAE mean and logvar, for FrozenEncoders.sample
+    text: list[torch.Tensor | None] | None = None  # cached caption embeddings; None where text dropout hit
 
 
 def prepare_batch(samples: list[dict[str, Any]], frames: int, resolution: int, text_dropout: float,
@@ -197,16 +166,23 @@ def prepare_batch(samples: list[dict[str, Any]], frames: int, resolution: int, t
     """
     drop = torch.rand(len(samples), generator=generator) < text_dropout
     still = torch.rand(len(samples), generator=generator) < p_motion_free
-    clips, motion, captions = [], [], []
+    cached = [isinstance(s, dict) and "latent_mean" in s for s in samples]
+    if any(cached) and not all(cached):
+        raise ValueError("a batch mixes latent-cache samples with pixel samples: train on one kind")
+    clips, motion, captions, texts = [], [], [], []
     for i, sample in enumerate(samples):
-        clip = _as_clip(sample, frames, resolution)
+        clip = _as_posterior(sample, frames) if cached[i] else _as_clip(sample, frames, resolution)
         is_image = clip.shape[0] == 1
         if is_image or still[i]:
             clip = clip[:1].expand(frames, -1, -1, -1)
         clips.append(clip)
         motion.append(not (is_image or bool(still[i])))
         captions.append("" if drop[i] else sample["caption"])
-    return Batch(torch.stack(clips).contiguous(), captions, torch.tensor(motion, dtype=torch.bool))
+        texts.append(None if drop[i] else sample.get("text"))
+    stacked, motion = torch.stack(clips).contiguous(), torch.tensor(motion, dtype=torch.bool)
+    if any(cached):  # the VAE's posterior rather than pixels: the latent is still sampled in the trainer
+        return Batch(None, captions, motion, posterior=stacked, text=texts)
+    return Batch(stacked, captions, motion)
 
 
 def _as_clip(sample: dict[str, Any], frames: int, resolution: int) -> torch.Tensor:
@@ -231,3 +207,17 @@ def _as_clip(sample: dict[str, Any], frames: int, resolution: int) -> torch.Tens
     if pixels.shape[0] < frames:
         raise ValueError(f"a clip has {pixels.shape[0]} frames but frames={frames}: lower frames or drop short clips")
     return pixels[:frames].float()
+
+
+def _as_posterior(sample: dict[str, Any], frames: int) -> torch.Tensor:
+    """A cached sample's VAE posterior as (F', 2C, h, w), mean then logvar on channels; F' == 1 or frames."""
+    if "latent_logvar" not in sample or "caption" not in sample:
+        raise ValueError("a latent-cache sample must have 'latent_mean', 'latent_logvar', 'text' and 'caption'")
+    posterior = torch.cat([torch.as_tensor(sample["latent_mean"]), torch.as_tensor(sample["latent_logvar"])], dim=1)
+    if posterior.dim() != 4:
+        raise ValueError(f"latent_mean must be (F, C, h, w), got {tuple(sample['latent_mean'].shape)}")
+    if posterior.shape[0] == 1:
+        return posterior.float()
+    if posterior.shape[0] < frames:
+        raise ValueError(f"a cached clip has {posterior.shape[0]} frames but frames={frames}: rebuild the cache")
+    return posterior[:frames].float()

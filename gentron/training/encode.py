@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import torch
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from einops import rearrange
 
 from ..pipeline import GenTronPipeline
@@ -35,16 +36,29 @@ class FrozenEncoders:
         The latent is a sample of the VAE posterior (as in LDM/DiT training), drawn from ``generator``.
         """
         b = pixels.shape[0]
-        posterior = self.vae.encode(pixels.flatten(0, 1).to(self.device, self.vae.dtype)).latent_dist
-        z = posterior.sample(generator=generator).float()
+        moments = self.vae.encode(pixels.flatten(0, 1).to(self.device, self.vae.dtype)).latent_dist.parameters
+        return self.sample(rearrange(moments, "(b f) c h w -> b f c h w", b=b), generator)
+
+    @torch.no_grad()
+    def sample(self, posterior: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, F, 2C, h, w) VAE posterior parameters (mean, logvar on channels, as diffusers lays them out; from
+        ``latents`` or a latent cache) -> (B, C, F, h, w) scaled latents: a sample drawn from ``generator``."""
+        b = posterior.shape[0]
+        z = DiagonalGaussianDistribution(posterior.flatten(0, 1).to(self.device)).sample(generator=generator).float()
         cfg = self.vae.config
         z = (z - (getattr(cfg, "shift_factor", None) or 0.0)) * cfg.scaling_factor  # inverse of pipeline.decode
         return rearrange(z, "(b f) c h w -> b c f h w", b=b)
 
     @torch.no_grad()
-    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Captions -> (embeddings (B, L, text_dim), mask (B, L) bool), padded at the end to the longest."""
-        rows = [self._caption(c) for c in captions]
+    def text(self, captions: list[str], cached: list[torch.Tensor | None] | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> (embeddings (B, L, text_dim), mask (B, L) bool), padded at the end to the longest.
+
+        ``cached[i]``, where given, is caption i's embedding from a latent cache ((L, text_dim), as ``caption``
+        gives) and is used instead of running the towers.
+        """
+        cached = cached or [None] * len(captions)
+        rows = [self.caption(c) if row is None else row.float().cpu() for c, row in zip(captions, cached)]
         length = max(r.shape[0] for r in rows)
         emb = torch.zeros(len(rows), length, rows[0].shape[1])
         mask = torch.zeros(len(rows), length, dtype=torch.bool)
@@ -53,7 +67,7 @@ class FrozenEncoders:
             mask[i, : r.shape[0]] = True
         return emb.to(self.device), mask.to(self.device)
 
-    def _caption(self, caption: str) -> torch.Tensor:
+    def caption(self, caption: str) -> torch.Tensor:
         """One caption's real tokens, (L, text_dim): every tower's tokens, in order (see gentron.text)."""
         if caption in self._cache:
             self._cache.move_to_end(caption)

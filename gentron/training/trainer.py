@@ -35,7 +35,7 @@ from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
-from .data import NOISE_SALT, derive_seed, make_source, prepare_batch
+from .data import NOISE_SALT, check_source, derive_seed, make_source, prepare_batch
 from .ema import EMA
 from .encode import FrozenEncoders
 from .metrics import LossLog
@@ -49,8 +49,9 @@ RESUMABLE_CHANGES = {"steps", "output_dir", "checkpoint_every", "keep_checkpoint
 def train(cfg: TrainConfig, data: Any = None) -> Path:
     """Run (or resume) the stage described by ``cfg``; returns the folder of the final EMA pipeline.
 
-    ``data`` overrides ``cfg.data``: a list/Dataset of ``{"pixels", "caption"}`` dicts, a function
-    seed -> iterable of them, or any iterable (see data.py for which of these resume exactly).
+    ``data`` overrides ``cfg.data``: a folder or latent cache (gentron.data.folders), a list/Dataset of
+    ``{"pixels", "caption"}`` dicts, a function seed -> iterable of them, or any iterable (see data.py
+    for which of these resume exactly).
     """
     cfg = cfg.validate()
     if cfg.deterministic:  # must precede the first CUDA matmul
@@ -79,6 +80,7 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     transformer_config = dict(transformer.config)
     encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size)
     source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames, cfg.p_motion_free)
+    check_source(source, pipe)  # a latent cache: built by these encoders? a folder: captions the towers can read
     schedule = NoiseSchedule()
     model, optimizer = wrap(accelerator, transformer, cfg)
     ema = EMA(model.named_parameters(), cfg.ema_decay, cfg.ema_warmup)
@@ -240,8 +242,11 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
         batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, p_still, generator)
         with accelerator.autocast():  # the frozen VAE encodes in bf16 too when training in bf16
-            latents = encoders.latents(batch.pixels, generator)
-        text, mask = encoders.text(batch.captions)
+            if batch.posterior is None:
+                latents = encoders.latents(batch.pixels, generator)
+            else:  # a latent cache: the VAE already ran, only the posterior sample is drawn
+                latents = encoders.sample(batch.posterior, generator)
+        text, mask = encoders.text(batch.captions, batch.text)
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
             with accelerator.autocast():
                 loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator)
