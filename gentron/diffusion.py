@@ -49,12 +49,21 @@ class NoiseSchedule:
 
 def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, text: torch.Tensor,
                    text_mask: torch.Tensor, motion: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """The simple epsilon-prediction MSE of DDPM, averaged over the batch.
+                   generator: torch.Generator | None = None, min_snr_gamma: float | None = None) -> torch.Tensor:
+    """The epsilon-prediction MSE of DDPM, averaged over the batch.
 
     x0: clean latents (B, C, F, H, W); the noise and timesteps are drawn from ``generator``.
+    ``min_snr_gamma`` weights each sample by min(SNR, γ)/SNR (Min-SNR, Hang et al. 2023): the
+    low-noise steps, whose tiny noise is hard to fit and says little about the picture, stop
+    dominating the gradient, and the high-noise steps that decide layout and colour get their share.
+    The network still predicts epsilon; only the weighting of the loss changes.
     """
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     t = schedule.sample_timesteps(x0.shape[0], generator, x0.device)
     eps = model(schedule.q_sample(x0, noise, t), t, text, text_mask, motion)
-    return F.mse_loss(eps.float(), noise.float())
+    per_sample = (eps.float() - noise.float()).square().flatten(1).mean(1)
+    if min_snr_gamma is None:
+        return per_sample.mean()
+    alpha_bar = schedule.scheduler.alphas_cumprod.to(x0.device)[t]
+    snr = alpha_bar / (1 - alpha_bar)
+    return (per_sample * snr.clamp(max=min_snr_gamma) / snr).mean()

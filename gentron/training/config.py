@@ -45,6 +45,8 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more time
     # --- conditioning -------------------------------------------------------------------------
     text_dropout: float = 0.1  # probability a caption is replaced by "" so the model learns p(x) for CFG
+    min_snr_gamma: float | None = None  # Min-SNR loss weighting (5 is usual): high-noise steps, which set
+    #   layout and colour, get their share of the gradient; measured to matter for short runs (null = plain MSE)
     p_motion_free: float = 0.0  # probability a video sample becomes its first frame repeated with motion=False
     #   (identity temporal mask): the paper's joint image-video training, and what makes motion-free guidance work
     # --- bookkeeping --------------------------------------------------------------------------
@@ -125,6 +127,8 @@ class TrainConfig:
              f"ema_decay must be in [0, 1), got {self.ema_decay!r}; 0.9999 for long runs, 0.999 for short ones")
         need(is_num(self.text_dropout) and 0 <= self.text_dropout < 1,
              f"text_dropout must be in [0, 1), got {self.text_dropout!r}; 0.1 is usual (1 would never see captions)")
+        need(self.min_snr_gamma is None or (is_num(self.min_snr_gamma) and self.min_snr_gamma > 0),
+             f"min_snr_gamma must be a positive number (5 is usual) or null, got {self.min_snr_gamma!r}")
         need(is_num(self.p_motion_free) and 0 <= self.p_motion_free <= 1,
              f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
         need(self.mixed_precision in MIXED_PRECISIONS,

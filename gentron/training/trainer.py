@@ -249,7 +249,8 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         text, mask = encoders.text(batch.captions, batch.text)
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
             with accelerator.autocast():
-                loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator)
+                loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator,
+                                      cfg.min_snr_gamma)
             accelerator.backward(loss / cfg.grad_accum)
         total += loss.detach() / cfg.grad_accum
     if cfg.max_grad_norm:

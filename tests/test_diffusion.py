@@ -1,0 +1,30 @@
+"""The loss and the schedule: plain epsilon MSE, and Min-SNR weighting as a pure reweighting of it."""
+import torch
+
+from gentron.diffusion import NoiseSchedule, diffusion_loss
+from gentron.model import GenTronTransformer
+
+from test_model import _inputs, _randomise
+
+
+def test_min_snr_is_a_reweighting_of_the_same_loss():
+    model = _randomise(GenTronTransformer.from_preset("tiny")).eval()
+    x, _, text, mask = _inputs(b=2, f=1)
+    schedule = NoiseSchedule()
+    with torch.no_grad():
+        plain = diffusion_loss(model, schedule, x, text, mask, generator=torch.Generator().manual_seed(0))
+        huge = diffusion_loss(model, schedule, x, text, mask, generator=torch.Generator().manual_seed(0),
+                              min_snr_gamma=1e12)
+        weighted = diffusion_loss(model, schedule, x, text, mask, generator=torch.Generator().manual_seed(0),
+                                  min_snr_gamma=5.0)
+    assert torch.allclose(plain, huge)  # gamma above every SNR: weight 1 everywhere
+    assert weighted <= plain + 1e-7  # weights min(SNR, 5)/SNR are at most 1
+
+
+def test_q_sample_follows_the_linear_schedule():
+    schedule = NoiseSchedule()
+    a = schedule.scheduler.alphas_cumprod
+    assert abs(schedule.scheduler.betas[0] - 1e-4) < 1e-9 and abs(schedule.scheduler.betas[-1] - 0.02) < 1e-9
+    x0, noise = torch.ones(1, 4, 1, 2, 2), torch.zeros(1, 4, 1, 2, 2)
+    t = torch.tensor([500])
+    assert torch.allclose(schedule.q_sample(x0, noise, t), a[500].sqrt() * x0)
