@@ -104,7 +104,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .config import get_preset
     from .model import GenTronTransformer
 
-    cfg = get_preset(args.preset, temporal=args.temporal)
+    cfg = get_preset(args.preset, temporal=args.temporal, timestep_modulation=args.timestep_modulation)
     with torch.device("meta"):  # counts parameters without allocating them
         model = GenTronTransformer(**asdict(cfg))
     print(json.dumps({"preset": args.preset, "parameters": model.count_parameters(), **asdict(cfg)}))
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="a preset's fields and parameter count, as JSON")
     info.add_argument("--preset", default="XL/2")
     info.add_argument("--temporal", action="store_true", help="count the text-to-video model")
+    info.add_argument("--timestep-modulation", default="adaln_zero", choices=["adaln_zero", "adaln_single"],
+                      help="per-block adaLN-Zero (DiT) or shared adaLN-single (PixArt)")
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
