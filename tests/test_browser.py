@@ -34,7 +34,11 @@ def url(tiny_pipeline_dir, tmp_path_factory):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    studio = Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path_factory.mktemp("browser-outputs"))
+    from gentron.loading import resolve_model
+
+    # the README's screenshot shows the built-in model; the test itself runs on the tiny one
+    model = resolve_model(None) if os.environ.get("GENTRON_SCREENSHOT") == "1" else str(tiny_pipeline_dir)
+    studio = Studio(model, device="cpu", outputs_dir=tmp_path_factory.mktemp("browser-outputs"))
     demo = app.serve(studio, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()

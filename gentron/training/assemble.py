@@ -4,7 +4,8 @@
     python -m gentron.training.assemble base --vae runs/builtin/vae --text runs/builtin/text \
         --preset S/2 --out runs/builtin/base
     # ship: copy a trained pipeline into assets/, the transformer stored in bf16 (half the bytes)
-    python -m gentron.training.assemble ship --from runs/builtin/t2v/final --out assets/gentron-shapes
+    python -m gentron.training.assemble ship --from runs/builtin/t2v/final --out assets/gentron-shapes \
+        --runs runs/builtin
 """
 from __future__ import annotations
 
@@ -37,16 +38,41 @@ def build_base(vae_dir: Path, text_dir: Path, preset: str, out: Path, seed: int 
     return out
 
 
-def ship(src: Path, out: Path) -> int:
-    """Copy a pipeline folder, storing the transformer in bf16; returns the folder's size in bytes."""
+def stage_seconds(loss_log: Path) -> tuple[int, float]:
+    """(last step, compute seconds) of a stage from its loss.jsonl; a resume restarts the clock."""
+    total, prev, step = 0.0, 0.0, 0
+    for line in loss_log.read_text().splitlines():
+        row = json.loads(line)
+        total += row["seconds"] - prev if row["seconds"] >= prev else row["seconds"]
+        prev, step = row["seconds"], row["step"]
+    return step, total
+
+
+def provenance(runs: Path) -> dict:
+    """What each stage of the recipe did and how long it took, from the files the stages wrote."""
+    vae = json.loads((runs / "vae_metrics.json").read_text())
+    text = json.loads((runs / "text" / "text_metrics.json").read_text())
+    stages = {"vae": {"seconds": vae["seconds"], "steps": vae["steps"], "psnr_db": vae["psnr_db"],
+                      "parameters": vae["parameters"]},
+              "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"], "clip": text["clip_final"],
+                              "t5": text["t5_final"]}}
+    for name in ("t2i", "t2v"):
+        step, seconds = stage_seconds(runs / name / "loss.jsonl")
+        stages[name] = {"steps": step, "seconds": seconds, "config": f"configs/builtin_{name}.yaml"}
+    return {"machine": "2-core CPU (AMX, bf16), no GPU", "stages": stages,
+            "total_seconds": sum(s["seconds"] for s in stages.values())}
+
+
+def ship(src: Path, out: Path, runs: Path | None = None) -> int:
+    """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
+    ``runs``); returns the folder's size in bytes."""
     pipe = GenTronPipeline.from_pretrained(src)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.transformer.to(torch.bfloat16)
     pipe.save_pretrained(tmp)
-    for extra in ("training.json", "metrics.json"):
-        if (src / extra).exists():
-            shutil.copy(src / extra, tmp / extra)
+    if runs is not None:
+        (tmp / "training.json").write_text(json.dumps(provenance(runs), indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -63,11 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("ship")
     s.add_argument("--from", dest="src", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--runs", type=Path, default=None, help="the stages' output folder, for training.json")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out))}))
     else:
-        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out)}))
+        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs)}))
     return 0
 
 
