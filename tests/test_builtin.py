@@ -1,0 +1,42 @@
+"""The built-in model that `python app.py` loads: present, small, safetensors only, and working."""
+import json
+
+import numpy as np
+import pytest
+
+from gentron.loading import BUILTIN_MODEL, load_pipeline
+
+
+@pytest.fixture(scope="module")
+def builtin():
+    return load_pipeline()  # no name: the built-in model, offline
+
+
+def test_ships_in_assets_as_safetensors_under_60_mb():
+    files = [p for p in BUILTIN_MODEL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 60 * 2**20
+    weights = [p for p in files if p.suffix in (".safetensors", ".bin", ".pt", ".pth", ".ckpt")]
+    assert weights and all(p.suffix == ".safetensors" for p in weights)
+    provenance = json.loads((BUILTIN_MODEL / "training.json").read_text())
+    assert {"vae", "text_towers", "t2i", "t2v"} <= set(provenance["stages"])
+
+
+def test_is_the_full_text_to_video_model(builtin):
+    assert builtin.transformer.config.temporal
+    assert [type(t.encoder).__name__ for t in builtin.towers] == ["CLIPTextModel", "T5EncoderModel"]
+    assert builtin.default_resolution == 64 and builtin.vae_scale_factor == 4
+
+
+def test_image_and_video_deterministic(builtin):
+    a = builtin("a red circle", num_inference_steps=4, seed=1)
+    b = builtin("a red circle", num_inference_steps=4, seed=1)
+    assert a.frames.shape == (1, 1, 64, 64, 3) and np.array_equal(a.frames, b.frames)
+    v = builtin("a red circle moving right", frames=8, num_inference_steps=4, seed=1)
+    assert v.frames.shape == (1, 8, 64, 64, 3)
+
+
+def test_draws_on_the_shapes_world_background(builtin):
+    """Most of a picture is Shapes World's dark background (16, 16, 16), as in training."""
+    frame = builtin("a big blue square", seed=0).frames[0, 0].astype(int)
+    background = (np.abs(frame - 16).max(-1) < 30).mean()
+    assert background > 0.5
