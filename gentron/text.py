@@ -114,3 +114,22 @@ def encode_text(towers: list[TextTower], prompts: list[str]) -> tuple[torch.Tens
         embs.append(torch.nn.functional.pad(hidden, (before, after)))
         masks.append(mask.bool())
     return torch.cat(embs, dim=1), torch.cat(masks, dim=1)
+
+
+def load_text_towers(clip: str | None = None, t5: str | None = None, max_length: int | None = None,
+                     subfolder: str = "") -> list[TextTower]:
+    """Load full-size towers from local folders or hub ids, e.g. ``clip="openai/clip-vit-large-patch14"``,
+    ``t5="google/flan-t5-xxl"``; either may be None. The encoders are frozen (eval, no grad)."""
+    from transformers import AutoTokenizer
+
+    if clip is None and t5 is None:
+        raise ValueError("name at least one tower: clip=PATH_OR_ID and/or t5=PATH_OR_ID")
+    towers = []
+    for path, cls in ((clip, CLIPTextModel), (t5, T5EncoderModel)):
+        if path is None:
+            continue
+        tokenizer = AutoTokenizer.from_pretrained(path, subfolder=subfolder)
+        encoder = cls.from_pretrained(path, subfolder=subfolder).eval().requires_grad_(False)
+        limit = getattr(encoder.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        towers.append(TextTower(tokenizer, encoder, min(limit, max_length or tokenizer.model_max_length)))
+    return towers

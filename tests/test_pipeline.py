@@ -100,3 +100,25 @@ def test_text_towers_combined_and_batched(tiny_pipeline):
     d_clip = towers[0].dim
     n_clip = towers[0].tokenizer(["a red circle to the left of a blue square"], return_tensors="pt")["input_ids"].shape[1]
     assert emb[0, :n_clip, d_clip:].abs().max() == 0 and emb[0, n_clip:, :d_clip].abs().max() == 0
+
+
+def test_towers_load_from_folders_and_build_a_base(tiny_pipeline, tmp_path):
+    """Full-size towers load the same way (folder or hub id); here tiny ones saved locally."""
+    from gentron.text import load_text_towers
+    from gentron.training.assemble import build_base
+
+    tiny_pipeline.vae.save_pretrained(tmp_path / "vae")
+    # a tower folder holds the model and its tokenizer together, as on the hub
+    for model, tok in (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2")):
+        getattr(tiny_pipeline, model).save_pretrained(tmp_path / model)
+        getattr(tiny_pipeline, tok).save_pretrained(tmp_path / model)
+    towers = load_text_towers(clip=str(tmp_path / "text_encoder"), t5=str(tmp_path / "text_encoder_2"))
+    prompts = ["a red circle above a blue star", ""]
+    a, am = encode_text(tiny_pipeline.towers, prompts)
+    b, bm = encode_text(towers, prompts)
+    assert torch.equal(am, bm) and torch.allclose(a, b)
+    out = build_base(tmp_path / "vae", None, "tiny", tmp_path / "base", clip=str(tmp_path / "text_encoder"),
+                     t5=str(tmp_path / "text_encoder_2"))
+    base = GenTronPipeline.from_pretrained(out)
+    assert base.transformer.config.text_dim == sum(t.dim for t in towers)
+    assert base("a red circle", **KW).frames.shape == (1, 1, 32, 32, 3)

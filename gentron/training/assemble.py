@@ -23,17 +23,31 @@ from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 
 
-def build_base(vae_dir: Path, text_dir: Path, preset: str, out: Path, seed: int = 0) -> Path:
-    """A pipeline folder whose transformer is a fresh ``preset`` sized to the text towers."""
+def build_base(vae_dir: Path | str, text_dir: Path | None, preset: str, out: Path, seed: int = 0,
+               clip: str | None = None, t5: str | None = None) -> Path:
+    """A pipeline folder whose transformer is a fresh ``preset`` sized to the text towers.
+
+    The towers come from ``text_dir`` (text_encoder/, tokenizer/, text_encoder_2/, tokenizer_2/) or
+    from ``clip`` / ``t5`` folders or hub ids (e.g. CLIP-L and Flan-T5-XXL); the VAE from a folder or
+    hub id (an SD-style VAE works: ``--vae stabilityai/sd-vae-ft-ema``)."""
+    from ..text import load_text_towers
+
     vae = AutoencoderKL.from_pretrained(vae_dir)
-    clip = CLIPTextModel.from_pretrained(text_dir / "text_encoder")
-    t5 = T5EncoderModel.from_pretrained(text_dir / "text_encoder_2")
+    if text_dir is not None:
+        clip_m = CLIPTextModel.from_pretrained(text_dir / "text_encoder")
+        t5_m = T5EncoderModel.from_pretrained(text_dir / "text_encoder_2")
+        towers = [(clip_m, AutoTokenizer.from_pretrained(text_dir / "tokenizer")),
+                  (t5_m, AutoTokenizer.from_pretrained(text_dir / "tokenizer_2"))]
+    else:
+        loaded = {type(t.encoder).__name__: t for t in load_text_towers(clip, t5)}
+        towers = [(loaded[n].encoder, loaded[n].tokenizer) if n in loaded else (None, None)
+                  for n in ("CLIPTextModel", "T5EncoderModel")]
+    text_dim = sum(enc.config.hidden_size for enc, _ in towers if enc is not None)  # T5 maps it to d_model
     torch.manual_seed(seed)
-    transformer = GenTronTransformer.from_preset(preset, in_channels=vae.config.latent_channels,
-                                                 text_dim=clip.config.hidden_size + t5.config.d_model)
+    transformer = GenTronTransformer.from_preset(preset, in_channels=vae.config.latent_channels, text_dim=text_dim)
     pipe = GenTronPipeline(transformer=transformer, vae=vae, scheduler=make_scheduler("dpm++"),
-                           text_encoder=clip, tokenizer=AutoTokenizer.from_pretrained(text_dir / "tokenizer"),
-                           text_encoder_2=t5, tokenizer_2=AutoTokenizer.from_pretrained(text_dir / "tokenizer_2"))
+                           text_encoder=towers[0][0], tokenizer=towers[0][1],
+                           text_encoder_2=towers[1][0], tokenizer_2=towers[1][1])
     pipe.save_pretrained(out)
     return out
 
@@ -82,8 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("base")
-    b.add_argument("--vae", type=Path, required=True)
-    b.add_argument("--text", type=Path, required=True)
+    b.add_argument("--vae", required=True, help="VAE folder or hub id")
+    b.add_argument("--text", type=Path, default=None, help="folder of pretrained towers (the built-in recipe)")
+    b.add_argument("--clip", default=None, help="CLIP text tower folder or hub id (instead of --text)")
+    b.add_argument("--t5", default=None, help="T5 encoder folder or hub id (instead of --text)")
     b.add_argument("--preset", default="S/2")
     b.add_argument("--out", type=Path, required=True)
     s = sub.add_parser("ship")
@@ -92,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--runs", type=Path, default=None, help="the stages' output folder, for training.json")
     args = p.parse_args(argv)
     if args.cmd == "base":
-        print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out))}))
+        print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
         print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs)}))
     return 0
