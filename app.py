@@ -216,17 +216,17 @@ class Handlers:
                      steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int = 0,
                      request: gr.Request = None, progress=gr.Progress()):
         """Text to an image (frames=1: a PNG) or a video (an MP4). Streams (preview, None) every few
-        steps, then ends with (last preview, the file)."""
-        shown = None
+        steps, then ends with the file (the preview output left as it was)."""
         for update in _engine(self.studio.generate, prompt=prompt, negative_prompt=negative_prompt, frames=frames,
                               resolution=resolution, steps=steps, text_guidance=text_guidance,
                               motion_guidance=motion_guidance, seed=seed, key=_key(request)):
             progress((update.step, update.total), desc="sampling", unit="steps")
             if update.preview is not None:
-                shown = preview_image(update.preview)
-                yield shown, None
+                yield preview_image(update.preview), None
             elif update.result is not None:
-                yield shown, str(update.result.path)
+                # the preview is unchanged: skip it, since re-sending the same image makes gradio rewrite
+                # its cached file while a client may still be downloading it
+                yield gr.skip(), str(update.result.path)
         # a stopped or cancelled run simply ends the stream without a file
 
     def stop(self, request: gr.Request = None):
