@@ -22,3 +22,13 @@ def tiny_pipeline_dir(tmp_path_factory, tiny_pipeline):
     path = tmp_path_factory.mktemp("tiny-pipeline")
     tiny_pipeline.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module: the 2 shared cores thrash with more, and multi-process tests
+    need a core each. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,12 +28,7 @@ RES = 16  # pixels; the tiny VAE halves them: 8x8 latents = PixArt sample_size 8
 PROMPT = "a big red circle moving left"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @torch.no_grad()

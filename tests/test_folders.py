@@ -23,12 +23,7 @@ RES, FRAMES = 32, 4  # the tiny VAE (factor 2) and patch 2: 16x16 latents
 LEVELS = [0, 30, 60, 90, 120, 150, 180, 210]  # walk.mp4's frames are flat greys of these levels
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def noise(h: int, w: int, seed: int) -> np.ndarray:

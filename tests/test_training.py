@@ -33,13 +33,7 @@ CONFIGS = ROOT / "configs"
 RES = 16  # pixels: 8x8 latents, 16 tokens per frame with the tiny VAE (factor 2) and patch 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: the 2 shared cores thrash with more, and multi-process tests need a core each."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def make_data(n: int, frames: int, seed: int = 0) -> list[dict]:
