@@ -753,7 +753,6 @@ def write_plots(result: dict[str, Any], folder: Path, stem: str = "benchmarks") 
     if not rows:
         return []
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -772,14 +771,7 @@ def write_plots(result: dict[str, Any], folder: Path, stem: str = "benchmarks") 
     frames = sorted({r["frames"] for r in rows if r["kind"] == "video"})
     ax.set(xlabel="frames", ylabel="ms per step (MFG, 3 branches)", xscale="log", yscale="log",
            title="Step time vs frames")
-    ax.set_xticks(frames, [str(f) for f in frames])
-    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    paths.append(str(folder / f"{stem}_step_vs_frames.png"))
-    fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_finish_plot(fig, ax, frames, folder / f"{stem}_step_vs_frames.png"))
     # step time vs resolution: images, and videos at the fewest frames
     fig, ax = plt.subplots(figsize=(6, 4))
     min_frames = min((r["frames"] for r in rows if r["kind"] == "video"), default=None)
@@ -793,15 +785,23 @@ def write_plots(result: dict[str, Any], folder: Path, stem: str = "benchmarks") 
     sides = sorted({r["resolution"] for r in rows})
     ax.set(xlabel="resolution (px; latents are /4)", ylabel="ms per step", xscale="log", yscale="log",
            title="Step time vs resolution")
-    ax.set_xticks(sides, [str(r) for r in sides])
+    paths.append(_finish_plot(fig, ax, sides, folder / f"{stem}_step_vs_resolution.png"))
+    return paths
+
+
+def _finish_plot(fig, ax, ticks: list[int], path: Path) -> str:
+    """Label the log x axis at ``ticks``, add legend and grid, save ``path`` and close the figure."""
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    ax.set_xticks(ticks, [str(t) for t in ticks])
     ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    paths.append(str(folder / f"{stem}_step_vs_resolution.png"))
     fig.tight_layout()
-    fig.savefig(paths[-1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return paths
+    return str(path)
 
 
 def save(result: dict[str, Any], json_path: Path, markdown_path: Path) -> list[str]:
