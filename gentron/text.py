@@ -33,7 +33,7 @@ class TextTower:
 
     @property
     def dim(self) -> int:
-        return self.encoder.config.hidden_size if hasattr(self.encoder.config, "hidden_size") else self.encoder.config.d_model
+        return self.encoder.config.hidden_size  # T5Config maps hidden_size to d_model
 
 
 def build_word_tokenizer(words: list[str], kind: str, max_length: int = 32) -> PreTrainedTokenizerFast:
