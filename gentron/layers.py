@@ -70,12 +70,13 @@ class TemporalAttention(nn.Module):
         nn.init.zeros_(self.attn.proj.weight)
         nn.init.zeros_(self.attn.proj.bias)
 
-    def forward(self, x: torch.Tensor, frames: int, frame_pos: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        # x: ((B F), N, D); frame_pos: (F, D); motion: (B,) bool
+    def forward(self, x: torch.Tensor, frames: int, frame_pos: torch.Tensor,
+                motion: torch.Tensor | None) -> torch.Tensor:
+        # x: ((B F), N, D); frame_pos: (F, D); motion: (B,) bool, or None when every sample moves
         n = x.shape[1]
         h = rearrange(self.norm(x), "(b f) n d -> (b n) f d", f=frames) + frame_pos
         mask = None  # every sample with motion: full attention, and no mask to build or apply
-        if not bool(motion.all()):
+        if motion is not None:
             eye = torch.eye(frames, dtype=torch.bool, device=x.device)
             mask = eye | motion.view(-1, 1, 1)  # (B, F, F): all True with motion, identity without
             mask = mask.repeat_interleave(n, dim=0).unsqueeze(1)  # ((B N), 1, F, F)

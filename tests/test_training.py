@@ -24,7 +24,8 @@ from gentron.pipeline import GenTronPipeline
 from gentron.training import TrainConfig, main, train
 from gentron.training import checkpoint as checkpoint_module
 from gentron.training.checkpoint import is_complete, latest_checkpoint
-from gentron.training.data import ImageFolder, IndexedSource, ReplaySource, StreamSource, prepare_batch
+from gentron.training.data import (ImageFolder, IndexedSource, ReplaySource, StreamSource, make_source,
+                                   micro_batches, prepare_batch)
 from gentron.training.ema import EMA
 from gentron.training.encode import FrozenEncoders
 
@@ -232,6 +233,32 @@ def test_kill_and_resume_is_bit_exact(init_dir, straight_t2v, tmp_path):
     assert not (out / "final").exists()
     train(tiny("tiny_t2v", init_dir, out, **T2V), data)
     assert_same_run(straight_t2v, out)
+
+
+def test_loader_workers_give_the_same_run(init_dir, straight_t2v, tmp_path):
+    """data_workers only moves where batches are made: the run is bit-identical to one without workers."""
+    out = tmp_path / "run"
+    train(tiny("tiny_t2v", init_dir, out, data_workers=2, **T2V), make_data(8, frames=2))
+    assert_same_run(straight_t2v, out)
+
+
+def test_micro_batches_from_workers_match_shapes_world_stream():
+    source = make_source("shapes", seed=5, resolution=32, frames=1)
+    ahead = list(micro_batches(source, 3, 6, rank=0, world=1, size=4, workers=2))
+    for draw, batch in zip(range(3, 6), ahead):
+        direct = source.batch(draw, 0, 1, 4)
+        assert [s["caption"] for s in batch] == [s["caption"] for s in direct]
+        assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(batch, direct))
+
+
+def test_batched_text_encoding_matches_one_caption_at_a_time():
+    pipe = build_random_pipeline("tiny", temporal=False, seed=0)
+    captions = ["a red circle", "a blue big square", "", "a red circle", "green"]
+    one = FrozenEncoders(pipe, torch.device("cpu"))
+    many = FrozenEncoders(pipe, torch.device("cpu"), batch_encode=True)
+    (e1, m1), (e2, m2) = one.text(captions), many.text(captions)
+    assert torch.equal(m1, m2) and torch.allclose(e1, e2, atol=1e-5)
+    assert len(many._cache) == 4  # each distinct caption encoded once
 
 
 def test_half_written_checkpoint_is_ignored(init_dir, straight_t2v, tmp_path, monkeypatch):

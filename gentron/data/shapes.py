@@ -527,8 +527,10 @@ class ShapesWorldStream(IterableDataset):
     """
 
     def __init__(self, size: int = 64, frames: int = 1, video: bool = False, seed: int = 0,
-                 batch_size: int | None = None, split: str = "train", rank: int = 0, image_fraction: float = 0.0):
+                 batch_size: int | None = None, split: str = "train", rank: int = 0, image_fraction: float = 0.0,
+                 per_worker: bool = True):
         super().__init__()
+        self.per_worker = per_worker  # False: the seed alone fixes the stream (a caller that addresses streams)
         self.size, self.frames, self.video, self.seed = size, frames, video, seed
         self.image_fraction = image_fraction  # video streams: share of one-frame image samples (joint training)
         self.batch_size, self.split, self.rank = batch_size, split, rank
@@ -540,7 +542,7 @@ class ShapesWorldStream(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        worker = info.id if info is not None else 0
+        worker = info.id if info is not None and self.per_worker else 0
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, self.rank, worker]))
 
         def to_tensor(x: np.ndarray) -> torch.Tensor:  # (..., F, S, S, 3) uint8 -> (..., F, 3, S, S) in [-1, 1]

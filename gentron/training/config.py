@@ -58,6 +58,11 @@ class TrainConfig:
     # --- caches -------------------------------------------------------------------------------
     cache_text: bool = True  # keep caption embeddings in memory: towers are frozen and captions repeat
     text_cache_size: int = 4096  # most captions kept (least recently used are dropped); each is L x text_dim fp32
+    text_batch_encode: bool = False  # encode a batch's uncached captions in one call: far faster on GPUs, but an
+    #   embedding then depends on its batch-mates in the last bits, so a resume is close to, not bit-identical with,
+    #   an uninterrupted run (one caption per call, the default, keeps resumes exact)
+    data_workers: int = 0  # processes rendering / reading micro-batches ahead of the step (a DataLoader): the data,
+    #   not the GPU, bounds a small model's speed; batches are addressed by step, so the run is the same for any value
 
     # ---- loading --------------------------------------------------------------------------------
     @classmethod
@@ -112,7 +117,7 @@ class TrainConfig:
                      "text_cache_size"):
             v = getattr(self, name)
             need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup", "checkpoint_every", "seed"):
+        for name in ("warmup", "checkpoint_every", "seed", "data_workers"):
             v = getattr(self, name)
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(is_num(self.lr) and 0 < self.lr < 1, f"lr must be a number in (0, 1), got {self.lr!r}; 1e-4 is usual")
@@ -133,7 +138,8 @@ class TrainConfig:
              f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("to_video", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text"):
+        for name in ("to_video", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",
+                     "text_batch_encode"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("stage", "init_from", "output_dir", "data"):
             v = getattr(self, name)

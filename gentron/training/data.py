@@ -106,6 +106,20 @@ class ReplaySource:
                                  "used up): pass a list, a Dataset, or a seed -> stream function") from None
 
 
+@dataclass(frozen=True)
+class ShapesWorld:
+    """seed -> a Shapes World stream; a class rather than a closure so that loader workers can receive it."""
+
+    resolution: int
+    frames: int
+    p_motion_free: float
+
+    def __call__(self, stream_seed: int) -> Iterable[dict[str, Any]]:
+        from ..data.shapes import ShapesWorldStream  # lazy: only Shapes World runs need it
+        return ShapesWorldStream(size=self.resolution, frames=self.frames, video=self.frames > 1, seed=stream_seed,
+                                 image_fraction=self.p_motion_free if self.frames > 1 else 0.0, per_worker=False)
+
+
 def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_free: float = 0.0) -> BatchSource:
     """``data`` as a BatchSource: "shapes", a folder path, a sized dataset, a stream factory or an iterable.
 
@@ -115,11 +129,7 @@ def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_fre
     """
     if isinstance(data, (str, Path)):
         if str(data) == "shapes":
-            def shapes(stream_seed: int) -> Iterable[dict[str, Any]]:
-                from ..data.shapes import ShapesWorldStream  # lazy: only Shapes World runs need it
-                return ShapesWorldStream(size=resolution, frames=frames, video=frames > 1, seed=stream_seed,
-                                         image_fraction=p_motion_free if frames > 1 else 0.0)
-            source = StreamSource(shapes, seed)
+            source = StreamSource(ShapesWorld(resolution, frames, p_motion_free), seed)
             source.supplies_images = frames > 1 and p_motion_free > 0
             return source
         if is_cache(data):
@@ -136,6 +146,27 @@ def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_fre
         return StreamSource(data, seed)
     raise TypeError(f"cannot train on {type(data).__name__}: pass 'shapes', a folder, a list/Dataset of "
                     "{'pixels', 'caption'} dicts, or a function seed -> iterable of them")
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Item ``draw`` is micro-batch ``draw`` of one process: what loader workers fetch ahead of the step."""
+
+    def __init__(self, source: BatchSource, rank: int, world: int, size: int):
+        self.source, self.rank, self.world, self.size = source, rank, world, size
+
+    def __getitem__(self, draw: int) -> list[dict[str, Any]]:
+        return self.source.batch(draw, self.rank, self.world, self.size)
+
+
+def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: int, size: int,
+                  workers: int = 0) -> Iterator[list[dict[str, Any]]]:
+    """Micro-batches ``first, first+1, ..., stop-1`` in order; with ``workers`` > 0 a DataLoader renders or
+    reads them in that many processes ahead of use. The same samples either way: each is addressed by its draw."""
+    if workers == 0:
+        return (source.batch(draw, rank, world, size) for draw in range(first, stop))
+    loader = torch.utils.data.DataLoader(_Draws(source, rank, world, size), batch_size=None,
+                                         sampler=range(first, stop), num_workers=workers, prefetch_factor=4)
+    return iter(loader)
 
 
 def check_source(source: BatchSource, pipe: Any) -> None:

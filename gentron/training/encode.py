@@ -17,7 +17,8 @@ from ..text import encode_text
 
 
 class FrozenEncoders:
-    def __init__(self, pipe: GenTronPipeline, device: torch.device, cache_text: bool = True, cache_size: int = 4096):
+    def __init__(self, pipe: GenTronPipeline, device: torch.device, cache_text: bool = True, cache_size: int = 4096,
+                 batch_encode: bool = False):
         self.vae = pipe.vae.to(device).eval().requires_grad_(False)
         self.towers = pipe.towers
         for tower in self.towers:
@@ -26,6 +27,7 @@ class FrozenEncoders:
             raise ValueError("the init pipeline has no text encoder: init_from must hold text_encoder and/or "
                              "text_encoder_2")
         self.device = device
+        self.batch_encode = batch_encode  # uncached captions in one call (fast; bits depend on batch-mates)
         self.cache_size = cache_size if cache_text else 0
         self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()  # caption -> (L, text_dim) on the CPU
 
@@ -58,6 +60,8 @@ class FrozenEncoders:
         gives) and is used instead of running the towers.
         """
         cached = cached or [None] * len(captions)
+        if self.batch_encode:
+            self.encode_uncached([c for c, row in zip(captions, cached) if row is None])
         rows = [self.caption(c) if row is None else row.float().cpu() for c, row in zip(captions, cached)]
         length = max(r.shape[0] for r in rows)
         emb = torch.zeros(len(rows), length, rows[0].shape[1])
@@ -66,6 +70,17 @@ class FrozenEncoders:
             emb[i, : r.shape[0]] = r
             mask[i, : r.shape[0]] = True
         return emb.to(self.device), mask.to(self.device)
+
+    def encode_uncached(self, captions: list[str]) -> None:
+        """Encode the captions not in the cache together, and cache them (a cache at least a batch large)."""
+        todo = list(dict.fromkeys(c for c in captions if c not in self._cache))
+        if not todo or not self.cache_size:
+            return
+        emb, mask = encode_text(self.towers, todo)
+        for caption, e, m in zip(todo, emb, mask):
+            self._cache[caption] = e[m].cpu()
+        while len(self._cache) > max(self.cache_size, len(captions)):
+            self._cache.popitem(last=False)
 
     def caption(self, caption: str) -> torch.Tensor:
         """One caption's real tokens, (L, text_dim): every tower's tokens, in order (see gentron.text)."""

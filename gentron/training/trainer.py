@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import shutil
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +36,7 @@ from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
-from .data import NOISE_SALT, check_source, derive_seed, make_source, prepare_batch
+from .data import NOISE_SALT, check_source, derive_seed, make_source, micro_batches, prepare_batch
 from .ema import EMA
 from .encode import FrozenEncoders
 from .metrics import LossLog
@@ -43,7 +44,7 @@ from .metrics import LossLog
 logger = logging.getLogger(__name__)
 # config fields that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = {"steps", "output_dir", "checkpoint_every", "keep_checkpoints", "log_every", "init_from",
-                     "stage", "cache_text", "text_cache_size"}
+                     "stage", "cache_text", "text_cache_size", "data_workers"}
 
 
 def train(cfg: TrainConfig, data: Any = None) -> Path:
@@ -78,7 +79,7 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     transformer = build_transformer(cfg, pipe)
     check_model(cfg, pipe, transformer)
     transformer_config = dict(transformer.config)
-    encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size)
+    encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size, cfg.text_batch_encode)
     source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames, cfg.p_motion_free)
     check_source(source, pipe)  # a latent cache: built by these encoders? a folder: captions the towers can read
     schedule = NoiseSchedule()
@@ -104,13 +105,16 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     log = LossLog(out / "loss.jsonl", start) if main else None
 
     # ---- the loop ---------------------------------------------------------------------------------
-    progress = tqdm(total=cfg.steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True)
+    progress = tqdm(total=cfg.steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True,
+                    mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not 10/s
     started = time.perf_counter()
+    batches = micro_batches(source, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, rank, world, cfg.batch_size,
+                            cfg.data_workers)
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        window.append(train_step(cfg, step, model, optimizer, encoders, schedule, source, accelerator))
+        window.append(train_step(cfg, step, model, optimizer, encoders, schedule, batches, source, accelerator))
         ema.update(model.named_parameters(), step)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
@@ -230,15 +234,16 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               encoders: FrozenEncoders, schedule: NoiseSchedule, source: Any,
-               accelerator: Accelerator) -> torch.Tensor:
-    """One optimizer step over ``grad_accum`` micro-batches; returns this process's mean loss (detached)."""
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+               encoders: FrozenEncoders, schedule: NoiseSchedule, batches: Iterator[list[dict[str, Any]]],
+               source: Any, accelerator: Accelerator) -> torch.Tensor:
+    """One optimizer step over the next ``grad_accum`` micro-batches of ``batches`` (those of this step);
+    returns this process's mean loss (detached)."""
+    rank, device = accelerator.process_index, accelerator.device
     total = torch.zeros((), device=device)
     for micro in range(cfg.grad_accum):
         draw = step * cfg.grad_accum + micro
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, NOISE_SALT, draw, rank))
-        samples = source.batch(draw, rank, world, cfg.batch_size)
+        samples = next(batches)
         p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
         batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, p_still, generator)
         with accelerator.autocast():  # the frozen VAE encodes in bf16 too when training in bf16
