@@ -3,6 +3,7 @@
 # fixed time, then ship the result in bf16. This is how assets/gentron-shapes was trained (docs/training.md).
 #
 #   T2I_SECONDS=240 T2V_SECONDS=140 bash scripts/train_builtin_gpu.sh
+#   STAGES=t2i_more INIT=runs/builtin_gpu/t2i/final T2I_SECONDS=170 bash scripts/train_builtin_gpu.sh
 #
 # Each stage runs under `timeout` with resumable checkpoints; when time is up it is finished from its last
 # checkpoint (a resume with --steps N writes final/ from the EMA weights). EXTRA adds trainer flags to both
@@ -11,6 +12,7 @@ set -uo pipefail
 T2I_SECONDS=${T2I_SECONDS:-240}
 T2V_SECONDS=${T2V_SECONDS:-140}
 DEST=${DEST:-runs/builtin_gpu}
+STAGES=${STAGES:-all}  # all (t2i then t2v), or one stage: t2i, t2i_more (more T2I from INIT) or t2v (from INIT)
 EXTRA=${EXTRA:-}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.
 
@@ -40,8 +42,13 @@ stage() {  # name config seconds init
 mkdir -p "$DEST"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-stage t2i configs/builtin_t2i_gpu.yaml "$T2I_SECONDS" assets/gentron-shapes
-stage t2v configs/builtin_t2v_gpu.yaml "$T2V_SECONDS" "$DEST/t2i/final"
-python -m gentron.training.assemble ship --from "$DEST/t2v/final" --out "$DEST/shipped" || exit 1
-python -m gentron.training.assemble ship --from "$DEST/t2i/final" --out "$DEST/t2i_bf16" || exit 1
+case "$STAGES" in
+  t2i) stage t2i configs/builtin_t2i_gpu.yaml "$T2I_SECONDS" "${INIT:-assets/gentron-shapes}"; last=t2i ;;
+  t2i_more) stage t2i_more configs/builtin_t2i_gpu_more.yaml "$T2I_SECONDS" "${INIT:-$DEST/t2i/final}"; last=t2i_more ;;
+  t2v) stage t2v configs/builtin_t2v_gpu.yaml "$T2V_SECONDS" "${INIT:-$DEST/t2i/final}"; last=t2v ;;
+  all) stage t2i configs/builtin_t2i_gpu.yaml "$T2I_SECONDS" assets/gentron-shapes
+       stage t2v configs/builtin_t2v_gpu.yaml "$T2V_SECONDS" "$DEST/t2i/final"; last=t2v ;;
+  *) echo "STAGES must be all, t2i, t2i_more or t2v, got $STAGES"; exit 2 ;;
+esac
+python -m gentron.training.assemble ship --from "$DEST/$last/final" --out "$DEST/shipped" || exit 1
 echo "== done: $DEST/shipped"

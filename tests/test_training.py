@@ -82,6 +82,12 @@ def yaml_load(text: str) -> dict:
     return yaml.safe_load(text)
 
 
+def test_set_values_read_as_yaml_with_plain_exponents():
+    from gentron.training.__main__ import parse_value
+    assert parse_value("3e-4") == 3e-4 and parse_value("3.0e-4") == 3e-4
+    assert parse_value("true") is True and parse_value("[0.9, 0.99]") == [0.9, 0.99] and parse_value("S/2") == "S/2"
+
+
 def test_prepare_batch_motion_free_and_text_dropout():
     videos = make_data(6, frames=4)
     g = torch.Generator().manual_seed(0)

