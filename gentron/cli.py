@@ -41,7 +41,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if args.prompts_file and not args.out_dir:
         raise ValueError("--out-dir is required with --prompts-file")
     jobs = _read_jobs(args) if args.prompts_file else [
-        dict(prompt=args.prompt, out=args.out, frames=args.frames or (1 if args.out.lower().endswith(".png") else 8))]
+        dict(prompt=args.prompt, out=args.out, frames=(1 if args.out.lower().endswith(".png") else 8) if args.frames is None else args.frames)]
     pipe = load_pipeline(args.model, args.device, args.quantize)  # once, for every job
     for line in run_jobs(pipe, jobs, args):
         print(json.dumps(line), flush=True)
@@ -80,7 +80,7 @@ def _read_jobs(args: argparse.Namespace) -> list[dict]:
         job_id = str(job.get("id", n))
         if not job_id.replace("-", "").replace("_", "").isalnum():
             raise ValueError(f"{args.prompts_file} line {n}: id {job_id!r} may hold only letters, digits, - and _")
-        frames = int(job.get("frames", args.frames or 1))
+        frames = int(job.get("frames", 1 if args.frames is None else args.frames))
         jobs.append({**job, "id": job_id, "frames": frames,
                      "out": str(out_dir / f"{job_id}.{'png' if frames == 1 else 'mp4'}")})
     return jobs

@@ -60,6 +60,17 @@ def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     (["--prompt", "a red circle", "--out", "x.png", "--seed", "-3"], "seed"),
     (["--prompt", "a red circle", "--out", "x.png", "--resolution", "30"], "height must be a multiple"),
     (["--prompt", "a red circle"], "--out is required"),
+    (["--prompt", "a" * 10_000, "--out", "x.png"], "prompt is 10000 characters"),
+    (["--prompt", "a red\x07circle", "--out", "x.png"], "control characters"),
+    (["--prompt", "a red circle", "--out", "x.png", "--frames", "0"], "frames must be an integer from 1"),
+    (["--prompt", "a red circle", "--out", "x.mp4", "--frames", "100000"], "frames must be an integer from 1"),
+    (["--prompt", "a red circle", "--out", "x.png", "--steps", "100000"], "steps must be an integer from 1 to"),
+    (["--prompt", "a red circle", "--out", "x.png", "--text-guidance", "nan"], "text_guidance must be a finite"),
+    (["--prompt", "a red circle", "--out", "x.png", "--text-guidance", "inf"], "text_guidance must be a finite"),
+    (["--prompt", "a red circle", "--out", "x.mp4", "--motion-guidance", "-1"], "motion_guidance must be a finite"),
+    (["--prompt", "a red circle", "--out", "x.png", "--seed", "4294967296"], "seed must be an integer from 0"),
+    (["--prompt", "a red circle", "--out", "x.png", "--resolution", "4096"], "height must be"),
+    (["--prompt", "a red circle", "--out", "x.png", "--quantize", "int3"], "quantize must be one of"),
     (["--prompt", "a red circle", "--out", "x.png", "--model", "/nonexistent/model"], "does not exist"),
 ])
 def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, capsys, argv, match, monkeypatch):
@@ -73,3 +84,12 @@ def test_info_counts_on_meta_device():
     proc = subprocess.run([sys.executable, "-m", "gentron", "info", "--preset", "XL/2"], capture_output=True, text=True)
     info = json.loads(proc.stdout)
     assert info["depth"] == 28 and info["hidden_size"] == 1152 and 8e8 < info["parameters"] < 9e8
+
+
+def test_any_unicode_prompt_is_drawn_not_refused(tmp_path, tiny_pipeline_dir):
+    """Words outside the vocabulary become unknown tokens; only control characters are refused."""
+    out = tmp_path / "u.png"
+    prompt = "ein roter Kreis 🙂 — 赤い円 \u202eabc"
+    assert main(["generate", "--prompt", prompt, "--out", str(out), "--model", str(tiny_pipeline_dir),
+                 "--resolution", "32", "--steps", "2"]) == 0
+    assert read_settings(out)["prompt"] == prompt

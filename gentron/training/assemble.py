@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import torch
+import yaml
 from diffusers import AutoencoderKL
 from transformers import AutoTokenizer, CLIPTextModel, T5EncoderModel
 
@@ -62,22 +63,42 @@ def stage_seconds(loss_log: Path) -> tuple[int, float]:
     return step, total
 
 
-def provenance(runs: Path) -> dict:
-    """What each stage of the recipe did and how long it took, from the files the stages wrote."""
+CPU_MACHINE = "2-core CPU (AMX, bf16), no GPU"
+
+
+def provenance(runs: Path, stage_specs: list[str] | None = None) -> dict:
+    """What each stage of the recipe did, where and how long it took, from the files the stages wrote.
+
+    ``stage_specs``: ``NAME=DIR[@MACHINE]`` per transformer stage, in order (DIR holds the stage's loss.jsonl
+    and config.yaml; MACHINE defaults to this 2-core CPU); without it, ``runs``/t2i and ``runs``/t2v."""
     vae = json.loads((runs / "vae_metrics.json").read_text())
     text = json.loads((runs / "text" / "text_metrics.json").read_text())
     stages = {"vae": {"seconds": vae["seconds"], "steps": vae["steps"], "psnr_db": vae["psnr_db"],
                       "parameters": vae["parameters"]},
               "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"], "clip": text["clip_final"],
                               "t5": text["t5_final"]}}
-    for name in ("t2i", "t2v"):
-        step, seconds = stage_seconds(runs / name / "loss.jsonl")
-        stages[name] = {"steps": step, "seconds": seconds, "config": f"configs/builtin_{name}.yaml"}
-    return {"machine": "2-core CPU (AMX, bf16), no GPU", "stages": stages,
-            "total_seconds": sum(s["seconds"] for s in stages.values())}
+    specs = stage_specs or [f"{name}={runs / name}" for name in ("t2i", "t2v")]
+    for spec in specs:
+        name, sep, rest = spec.partition("=")
+        if not sep:
+            raise ValueError(f"a stage is NAME=DIR[@MACHINE], got {spec!r}")
+        folder, _, machine = rest.partition("@")
+        step, seconds = stage_seconds(Path(folder) / "loss.jsonl")
+        config = Path(folder) / "config.yaml"
+        entry = {"steps": step, "seconds": seconds, "machine": machine or CPU_MACHINE}
+        if config.is_file():
+            entry["config"] = yaml.safe_load(config.read_text())
+        stages[name] = entry
+    for name in ("vae", "text_towers"):
+        stages[name]["machine"] = CPU_MACHINE
+    machines = sorted({s["machine"] for s in stages.values()})
+    return {"machine": " + ".join(machines), "stages": stages,
+            "total_seconds": sum(s["seconds"] for s in stages.values()),
+            "seconds_by_machine": {m: sum(s["seconds"] for s in stages.values() if s["machine"] == m)
+                                   for m in machines}}
 
 
-def ship(src: Path, out: Path, runs: Path | None = None) -> int:
+def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None) -> int:
     """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
     ``runs``); returns the folder's size in bytes."""
     pipe = GenTronPipeline.from_pretrained(src)
@@ -86,7 +107,7 @@ def ship(src: Path, out: Path, runs: Path | None = None) -> int:
     pipe.transformer.to(torch.bfloat16)
     pipe.save_pretrained(tmp)
     if runs is not None:
-        (tmp / "training.json").write_text(json.dumps(provenance(runs), indent=1))
+        (tmp / "training.json").write_text(json.dumps(provenance(runs, stages), indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -106,11 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--from", dest="src", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--runs", type=Path, default=None, help="the stages' output folder, for training.json")
+    s.add_argument("--stage", action="append", default=None, metavar="NAME=DIR[@MACHINE]",
+                   help="a transformer stage for training.json, in order (default: RUNS/t2i and RUNS/t2v)")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
-        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs)}))
+        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage)}))
     return 0
 
 
