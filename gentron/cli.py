@@ -92,6 +92,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.out_dir:
         raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
+    if args.suite != "compbench":
+        from .evaluation.sweep import parse_values, run_sweep
+
+        values = parse_values(args.values, args.suite)
+        pipe = load_pipeline(args.model, args.device, args.quantize)
+        result = run_sweep(pipe, Path(args.out_dir), args, args.suite, values, args.n_images, args.n_videos,
+                           args.seed, args.split)
+        print((Path(args.out_dir) / "sweep.md").read_text(), end="")
+        return 0 if result["points"] else 1
     pipe = load_pipeline(args.model, args.device, args.quantize)
     summary = run_compbench(pipe, Path(args.out_dir), args, args.n_images, args.n_videos, args.seed, args.split)
     print(markdown_table(summary["table"]))
@@ -166,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
-    ev.add_argument("--suite", default="compbench", choices=["compbench"])
+    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text"],
+                    help="compbench: one run at the given settings; sweep-motion / sweep-text: the same prompts "
+                    "at each of --values for λM (videos) or λT (images), with sweep.png")
+    ev.add_argument("--values", default=None, help="the sweep's comma-separated values (default: 0,0.5,1,1.5,2 "
+                    "for λM; 1,3,5,7.5,10 for λT)")
     ev.add_argument("--n-images", type=int, default=200)
     ev.add_argument("--n-videos", type=int, default=100)
     ev.add_argument("--split", default="all", choices=["all", "train", "heldout"], help="caption split to draw from")

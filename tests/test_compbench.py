@@ -42,3 +42,36 @@ def test_eval_cli_writes_results_and_table(tmp_path, tiny_pipeline_dir, capsys):
     assert len(summary["results"]) == 5 and (out / "table.md").read_text().startswith("| category |")
     assert {r["kind"] for r in summary["results"]} == {"single", "relation", "count", "video_single", "video_pair"}
     assert "| category |" in capsys.readouterr().out
+
+
+def test_sweeps_run_the_same_prompts_at_each_value(tmp_path, tiny_pipeline_dir, capsys):
+    """Plumbing on a tiny random model: one CompBench run per value, the value in each file's settings."""
+    from gentron.export import read_settings
+
+    out = tmp_path / "sweep"
+    assert main(["eval", "--suite", "sweep-motion", "--values", "0,2", "--model", str(tiny_pipeline_dir),
+                 "--resolution", "32", "--steps", "2", "--n-videos", "2", "--out-dir", str(out)]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["parameter"] == "motion_guidance" and [p["value"] for p in sweep["points"]] == [0.0, 2.0]
+    assert all(set(p["table"]) == {"video_single", "video_pair"} for p in sweep["points"])
+    assert read_settings(out / "motion_guidance_2" / "v0000.mp4")["motion_guidance"] == 2.0
+    a = json.loads((out / "motion_guidance_0" / "results.json").read_text())["results"]
+    b = json.loads((out / "motion_guidance_2" / "results.json").read_text())["results"]
+    assert [(r["prompt"], r["seed"]) for r in a] == [(r["prompt"], r["seed"]) for r in b]
+    assert (out / "sweep.png").stat().st_size > 1000 and "| λM |" in capsys.readouterr().out
+
+    out = tmp_path / "sweep_t"
+    assert main(["eval", "--suite", "sweep-text", "--values", "1,7.5", "--model", str(tiny_pipeline_dir),
+                 "--resolution", "32", "--steps", "2", "--n-images", "3", "--out-dir", str(out)]) == 0
+    assert "| λT |" in (out / "sweep.md").read_text() and "correct: relation" in (out / "sweep.md").read_text()
+
+
+def test_sweep_values_errors_say_the_fix():
+    import pytest
+
+    from gentron.evaluation.sweep import parse_values
+
+    assert parse_values(None, "sweep-motion") == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert parse_values("1, 7.5", "sweep-text") == [1.0, 7.5]
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        parse_values("1;2", "sweep-text")

@@ -72,6 +72,7 @@ def test_eight_users_three_requests_each_all_right_and_in_queue_order(server):
         except Exception as e:  # reported below: a thread's exception would otherwise vanish
             errors.append(repr(e))
 
+    started = time.monotonic()
     threads = [threading.Thread(target=user, args=(u,)) for u in range(users)]
     for t in threads:
         t.start()
@@ -80,6 +81,9 @@ def test_eight_users_three_requests_each_all_right_and_in_queue_order(server):
         t.join(timeout=300)
     assert not errors, errors
     assert len(records) == users * per_user
+    waits = sorted(r["done"] - r["sent"] for r in records)
+    print(f"{len(records)} requests from {users} users in {time.monotonic() - started:.1f} s; "
+          f"request time median {waits[len(waits) // 2]:.2f} s, max {waits[-1]:.2f} s")
     for r in records:  # every request got its own result: the settings beside the file say so
         settings = read_settings(r["file"])
         assert (settings["seed"], settings["prompt"]) == (r["seed"], r["prompt"])
