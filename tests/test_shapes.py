@@ -9,7 +9,7 @@ import torch
 
 from gentron.data.shapes import (BACKGROUND, COLOURS, COUNT_WORDS, MOTIONS, PALETTE, RELATIONS, SHAPES, SIZE_WORDS,
                                  CaptionSpec, ObjectSpec, PlacedObject, PlacementError, Scene, ShapesWorldStream,
-                                 caption_text, count_distinct_captions, draw, held_out, layout, parse_caption, render,
+                                 caption_text, count_distinct_captions, distinct_in_draws, draw, held_out, layout, parse_caption, render,
                                  sample, sample_caption, validate)
 
 S = 64
@@ -94,6 +94,12 @@ def _enumerate(video: bool, colours, shapes) -> set[str]:
         except ValueError:
             pass
     return texts
+
+
+def test_distinct_captions_in_draws_grow_and_stay_in_the_train_split():
+    few, more = distinct_in_draws(200), distinct_in_draws(2000)
+    assert few < more <= 2000 and more < count_distinct_captions(False)
+    assert distinct_in_draws(500, seed=3) == distinct_in_draws(500, seed=3)  # reproducible
 
 
 def test_count_distinct_captions_matches_brute_force():

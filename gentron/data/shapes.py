@@ -242,6 +242,13 @@ def count_distinct_captions(video: bool, colours: tuple[str, ...] = COLOURS,
     return singles + singles**2 - sum(k * k for k in m)
 
 
+def distinct_in_draws(n: int, video: bool = False, split: str = "train", seed: int = 0) -> int:
+    """How many distinct captions ``n`` draws from the training stream's caption distribution give: what a
+    run that rendered ``n`` samples saw (the renderer redraws a caption only when it cannot place it, rarely)."""
+    rng = np.random.default_rng(seed)
+    return len({caption_text(sample_caption(rng, video, split)) for _ in range(n)})
+
+
 def held_out(caption: str) -> bool:
     """Deterministic ~10% evaluation split, by a hash of the caption text (stable across processes)."""
     digest = hashlib.sha256(caption.encode("utf-8")).digest()
