@@ -1,8 +1,8 @@
 """Guidance sweeps: the same CompBench prompts and seeds at several λM or λT, with a plot.
 
-- ``motion``: video prompts at each λM: the dynamic degree (how much changes between frames) against
+- ``sweep-motion``: video prompts at each λM: the dynamic degree (how much changes between frames) against
   per-frame quality (captioned objects right in every frame; colour and shape right) and direction.
-- ``text``: image prompts at each λT: binding accuracy (the full check of each category, and colour
+- ``sweep-text``: image prompts at each λT: binding accuracy (the full check of each category, and colour
   and shape alone) against λT.
 
     python -m gentron eval --suite sweep-motion --values 0,0.5,1,1.5,2 --n-videos 40 --out-dir runs/sweep_m
