@@ -177,13 +177,13 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             c = c + self.pooled_text_embedder((text * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
         c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
-        if motion is not None and bool(motion.all()):  # one host sync per forward, not one per block
-            motion = None  # None: every sample moves, so temporal attention needs no mask
+        if motion is not None:  # one host sync per forward, not one per block
+            motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
         frame_pos = sincos_1d(cfg.hidden_size, torch.arange(f, device=x.device)).to(x.dtype)
         attn_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): True where a token may be attended
 
         for block in self.blocks:
-            args = (x, c_blocks, text, attn_mask, f, frame_pos, None if motion is None else motion.bool())
+            args = (x, c_blocks, text, attn_mask, f, frame_pos, motion)
             if block.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
