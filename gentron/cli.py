@@ -92,6 +92,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.out_dir:
         raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
+    if args.suite == "quality":
+        from .evaluation.quality import run_quality
+
+        if not args.clip:
+            raise ValueError("--suite quality needs --clip: a local CLIPModel folder (or cached hub id) to judge with")
+        pipe = load_pipeline(args.model, args.device, args.quantize)
+        result = run_quality(pipe, Path(args.out_dir), args, args.clip, args.n_images, args.seed, args.real_dir,
+                             args.fid_features, args.inception_weights)
+        print(f"CLIP score {result['clip_score']:.2f}  FID ({args.fid_features}) {result['fid']:.3f}  "
+              f"on {args.n_images} images -> {Path(args.out_dir) / 'quality.json'}")
+        return 0
     if args.suite != "compbench":
         from .evaluation.sweep import parse_values, run_sweep
 
@@ -175,13 +186,22 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
-    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text"],
+    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text", "quality"],
                     help="compbench: one run at the given settings; sweep-motion / sweep-text: the same prompts "
-                    "at each of --values for λM (videos) or λT (images), with sweep.png")
+                    "at each of --values for λM (videos) or λT (images), with sweep.png; quality: CLIP score "
+                    "and FID through torchmetrics (needs --clip)")
     ev.add_argument("--values", default=None, help="the sweep's comma-separated values (default: 0,0.5,1,1.5,2 "
                     "for λM; 1,3,5,7.5,10 for λT)")
     ev.add_argument("--n-images", type=int, default=200)
     ev.add_argument("--n-videos", type=int, default=100)
+    ev.add_argument("--clip", default=None, help="quality suite: local CLIPModel folder or cached hub id "
+                    "(e.g. openai/clip-vit-large-patch14) for the CLIP score and FID-CLIP")
+    ev.add_argument("--real-dir", default=None, help="quality suite: folder of real images for FID (default: "
+                    "Shapes World renders of the same captions)")
+    ev.add_argument("--fid-features", default="clip", choices=["clip", "inception"],
+                    help="quality suite: FID in CLIP image space, or Inception-v3 (needs torch-fidelity)")
+    ev.add_argument("--inception-weights", default=None, help="quality suite: local torch-fidelity Inception "
+                    "weights file for --fid-features inception")
     ev.add_argument("--split", default="all", choices=["all", "train", "heldout"], help="caption split to draw from")
     conv = sub.add_parser("convert", help="start from open weights: a PixArt-α pipeline -> a GenTron T2I folder")
     conv.add_argument("--from-pixart", required=True, metavar="PATH_OR_ID",

@@ -76,6 +76,7 @@ PRESETS: dict[str, GenTronConfig] = {
     # tests: builds in milliseconds
     "tiny": GenTronConfig(hidden_size=32, depth=2, num_heads=2, mlp_hidden_size=64, text_dim=32),
     # CPU work: the built-in Shapes World model and the ablations
+    "XS/2": GenTronConfig(hidden_size=128, depth=6, num_heads=2, mlp_hidden_size=512, text_dim=256),  # scale ablation
     "S/2": GenTronConfig(hidden_size=256, depth=8, num_heads=4, mlp_hidden_size=1024, text_dim=256),
     "S/1": GenTronConfig(patch_size=1, hidden_size=256, depth=8, num_heads=4, mlp_hidden_size=1024, text_dim=256),
     "B/2": GenTronConfig(hidden_size=768, depth=12, num_heads=12, mlp_hidden_size=3072, text_dim=4864),

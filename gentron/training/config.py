@@ -23,6 +23,10 @@ class TrainConfig:
     #   and text towers stay frozen; "random:PRESET" builds random ones (gentron.factory) for tests and scratch runs
     transformer_preset: str | None = None  # set to train a fresh transformer of this preset on init_from's
     #   VAE and text towers (init_from is then only "a base pipeline folder for components")
+    text_conditioning: str | None = None  # with transformer_preset: "cross_attention" (the paper's choice) or
+    #   "adaln_zero" (pooled text joins the timestep); null keeps the preset's. The paper's first ablation
+    text_encoders: str | None = None  # keep only these of init_from's towers: "clip", "t5" or "clip+t5" (null =
+    #   all it has); with transformer_preset, the fresh transformer reads their width. The text-encoder ablation
     to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
     # --- where --------------------------------------------------------------------------------
     output_dir: str = "runs/t2i"  # checkpoints/, loss.jsonl, loss.png and final/ (the EMA pipeline) go here
@@ -150,6 +154,14 @@ class TrainConfig:
             from ..config import PRESETS
             need(self.transformer_preset in PRESETS,
                  f"transformer_preset must be one of {sorted(PRESETS)}, got {self.transformer_preset!r}")
+        from ..config import TEXT_CONDITIONINGS
+        from ..text import TEXT_ENCODERS
+        need(self.text_conditioning is None or self.text_conditioning in TEXT_CONDITIONINGS,
+             f"text_conditioning must be one of {TEXT_CONDITIONINGS} or null, got {self.text_conditioning!r}")
+        need(self.text_encoders is None or self.text_encoders in TEXT_ENCODERS,
+             f"text_encoders must be one of {TEXT_ENCODERS} or null, got {self.text_encoders!r}")
+        need(self.text_conditioning is None or self.transformer_preset is not None,
+             "text_conditioning changes a fresh transformer only: set transformer_preset too (e.g. 'S/2')")
         if self.init_from.startswith("random:"):
             from ..config import PRESETS
             preset = self.init_from.split(":", 1)[1]

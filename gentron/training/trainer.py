@@ -142,20 +142,36 @@ def load_init_pipeline(cfg: TrainConfig) -> GenTronPipeline:
     if cfg.init_from.startswith("random:"):
         from ..factory import build_random_pipeline
 
-        return build_random_pipeline(cfg.init_from.split(":", 1)[1], temporal=False, seed=cfg.seed)
-    try:
-        return GenTronPipeline.from_pretrained(cfg.init_from)
-    except Exception as e:  # diffusers' errors don't say what to do about it here
-        raise ValueError(f"cannot load init_from={cfg.init_from!r} ({type(e).__name__}: {e}); point it at a "
-                         "GenTronPipeline folder (a previous stage's output_dir/final) or use random:PRESET") from e
+        pipe = build_random_pipeline(cfg.init_from.split(":", 1)[1], temporal=False, seed=cfg.seed)
+    else:
+        try:
+            pipe = GenTronPipeline.from_pretrained(cfg.init_from)
+        except Exception as e:  # diffusers' errors don't say what to do about it here
+            raise ValueError(f"cannot load init_from={cfg.init_from!r} ({type(e).__name__}: {e}); point it at a "
+                             "GenTronPipeline folder (a previous stage's output_dir/final) or use random:PRESET") from e
+    return keep_towers(pipe, cfg.text_encoders) if cfg.text_encoders else pipe
+
+
+def keep_towers(pipe: GenTronPipeline, which: str) -> GenTronPipeline:
+    """Drop the towers not named in ``which`` ("clip", "t5" or "clip+t5"); CLIP is text_encoder, T5 text_encoder_2."""
+    kept = set(which.split("+"))
+    slots = {"clip": ("text_encoder", "tokenizer"), "t5": ("text_encoder_2", "tokenizer_2")}
+    for name, (encoder, tokenizer) in slots.items():
+        if name in kept and getattr(pipe, encoder) is None:
+            raise ValueError(f"text_encoders={which!r} asks for {name}, but init_from has no {name} tower; "
+                             f"choose from the towers it has")
+        if name not in kept:
+            pipe.register_modules(**{encoder: None, tokenizer: None})
+    return pipe
 
 
 def build_transformer(cfg: TrainConfig, pipe: GenTronPipeline) -> GenTronTransformer:
     torch.manual_seed(cfg.seed)  # new layers (a fresh preset, temporal attention) start identical on every rank
     if cfg.transformer_preset is not None:
         text_dim = sum(t.dim for t in pipe.towers)
+        overrides = {"text_conditioning": cfg.text_conditioning} if cfg.text_conditioning else {}
         transformer = GenTronTransformer.from_preset(cfg.transformer_preset, text_dim=text_dim,
-                                                     in_channels=pipe.vae.config.latent_channels)
+                                                     in_channels=pipe.vae.config.latent_channels, **overrides)
     else:
         transformer = pipe.transformer
     if cfg.to_video:
