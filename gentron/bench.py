@@ -182,10 +182,12 @@ def peak_memory_bytes(fn: Fn, device: torch.device) -> int | None:
 
 def counted_flops(fn: Fn) -> int:
     """FLOPs of one call, counted by torch's FlopCounterMode (matmuls, convolutions, attention)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.inference_mode(), counter:
+    # the counter has no formula for the CPU flash kernel: MATH spells attention out as counted matmuls
+    with torch.inference_mode(), counter, sdpa_kernel(SDPBackend.MATH):
         fn()
     return int(counter.get_total_flops())
 
