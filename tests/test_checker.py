@@ -167,6 +167,15 @@ def test_check_api():
         check("a red square", img.astype(np.float32))
     two = render(parse_caption("two red squares"), S, 1, np.random.default_rng(1))
     assert check("two red squares", two)["correct"] and not check("a red square", two)["correct"]
+    # colour and shape alone: partial credit that is still judged per captioned object
+    circle = render(parse_caption("a red circle"), S, 1, np.random.default_rng(2))
+    as_square = check("a red square", circle)
+    assert as_square["colour"] and not as_square["shape"] and not as_square["attribute"]
+    as_blue = check("a blue circle", circle)
+    assert as_blue["shape"] and not as_blue["colour"]
+    swapped = check("a big blue square above a red star", img)  # both colours there, bound the wrong way
+    assert swapped["colour"] and swapped["shape"] and not swapped["attribute"]
+    assert not check("a red square above a red star", img)["colour"]  # one red object cannot serve two
 
 
 def test_dynamic_degree():

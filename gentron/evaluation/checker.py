@@ -216,11 +216,20 @@ def _assignments(objs: tuple[ObjectSpec, ...], dets: list[Detection], size: int,
             yield [dets[i] for i in perm]
 
 
+def _bound(objs: tuple[ObjectSpec, ...], dets: list[Detection], key: str) -> bool:
+    """Each captioned object has its own detection agreeing on ``key`` ("colour" or "shape") alone."""
+    wanted = [getattr(o, key) for o in objs]
+    return any(all(getattr(dets[i], key) == w for i, w in zip(perm, wanted))
+               for perm in itertools.permutations(range(len(dets)), len(objs)))
+
+
 # ----------------------------------------------------------------------------- images
 
 
 def _check_image(spec: CaptionSpec, dets: list[Detection], size: int) -> dict:
-    res = {"attribute": None, "spatial": None, "count": None, "single": None}
+    # colour and shape alone: T2I-CompBench's colour and shape categories, which rise before full binding does
+    res = {"attribute": None, "spatial": None, "count": None, "single": None,
+           "colour": _bound(spec.objects, dets, "colour"), "shape": _bound(spec.objects, dets, "shape")}
     objs = spec.objects
     if spec.kind == "single":
         res["attribute"] = any(True for _ in _assignments(objs, dets, size))
@@ -338,7 +347,8 @@ def check(caption: str, frames: np.ndarray) -> dict:
     """Per-category verdicts for a caption and uint8 frames (F, H, W, 3) or one (H, W, 3) image.
 
     Image captions give "attribute", "spatial", "count", "single" (None where the category does not
-    apply), true only if they hold on every frame; video captions give "attribute" (first frame),
+    apply) and "colour" / "shape" (each captioned object's colour, or shape, alone is there), true only
+    if they hold on every frame; video captions give "attribute" (first frame),
     "objects_every_frame", "temporal_consistency", "direction". Both give "correct" for the
     caption's own category and "dynamic_degree". ValueError if the caption is outside the grammar.
     """
@@ -353,7 +363,7 @@ def check(caption: str, frames: np.ndarray) -> dict:
     if spec.kind in IMAGE_KINDS:
         results = [_check_image(spec, dets, size) for dets in per_frame]
         res = {k: (None if results[0][k] is None else all(r[k] for r in results))
-               for k in ("attribute", "spatial", "count", "single", "correct")}
+               for k in ("attribute", "spatial", "count", "single", "correct", "colour", "shape")}
         res["num_objects"] = results[0]["num_objects"]
     else:
         res = _check_video(spec, per_frame, size)

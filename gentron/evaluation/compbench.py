@@ -47,6 +47,7 @@ def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
         if not rows:
             continue
         keys = ["correct", "attribute"] + (["spatial"] if kind == "relation" else []) + (
+            ["colour", "shape"] if kind in IMAGE_CATEGORIES and "colour" in rows[0]["check"] else []) + (
             ["direction", "objects_every_frame", "temporal_consistency"] if kind.startswith("video") else [])
         stats = {k: 100.0 * float(np.mean([bool(r["check"][k]) for r in rows])) for k in keys}
         stats["dynamic_degree"] = float(np.mean([r["check"]["dynamic_degree"] for r in rows]))
@@ -56,7 +57,7 @@ def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
-    cols = ["n", "correct", "attribute", "spatial", "direction", "objects_every_frame", "temporal_consistency",
+    cols = ["n", "correct", "attribute", "colour", "shape", "spatial", "direction", "objects_every_frame", "temporal_consistency",
             "dynamic_degree"]
     lines = ["| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for kind, stats in table.items():
