@@ -92,6 +92,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.out_dir:
         raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
+    if args.suite == "loss":
+        from .evaluation.heldout_loss import run_heldout_loss
+
+        pipe = load_pipeline(args.model, args.device, args.quantize)
+        result = run_heldout_loss(pipe, Path(args.out_dir), args.n_images, args.n_videos, args.seed, args.resolution)
+        for kind in ("images", "videos"):
+            if kind in result:
+                r = result[kind]
+                print(f"{kind}: held-out loss {r['loss']:.5f} ± {r['loss_se']:.5f}, with empty text "
+                      f"{r['loss_empty']:.5f}, text gain {100 * r['text_gain']:.1f}% (n={r['n']})")
+        return 0
     if args.suite == "quality":
         from .evaluation.quality import run_quality
 
@@ -186,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
-    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text", "quality"],
+    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text", "quality", "loss"],
                     help="compbench: one run at the given settings; sweep-motion / sweep-text: the same prompts "
                     "at each of --values for λM (videos) or λT (images), with sweep.png; quality: CLIP score "
-                    "and FID through torchmetrics (needs --clip)")
+                    "and FID through torchmetrics (needs --clip); loss: held-out denoising loss with and without "
+                    "the caption (paired across models: same samples, noise and timesteps)")
     ev.add_argument("--values", default=None, help="the sweep's comma-separated values (default: 0,0.5,1,1.5,2 "
                     "for λM; 1,3,5,7.5,10 for λT)")
     ev.add_argument("--n-images", type=int, default=200)

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import torch
 
 from gentron.cli import main
 from gentron.data.shapes import parse_caption, render
@@ -75,3 +76,38 @@ def test_sweep_values_errors_say_the_fix():
     assert parse_values("1, 7.5", "sweep-text") == [1.0, 7.5]
     with pytest.raises(ValueError, match="comma-separated numbers"):
         parse_values("1;2", "sweep-text")
+
+
+def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, capsys):
+    """Same samples, noise and timesteps on every call; the text changes the prediction; a T2I model
+    refuses videos with a clear error."""
+    from gentron.evaluation.heldout_loss import heldout_samples, per_sample_losses, summarise_losses
+    from gentron.loading import load_pipeline
+
+    out = tmp_path / "loss"
+    assert main(["eval", "--suite", "loss", "--model", str(tiny_pipeline_dir), "--resolution", "32",
+                 "--n-images", "6", "--n-videos", "2", "--out-dir", str(out)]) == 0
+    first = json.loads((out / "loss.json").read_text())
+    assert main(["eval", "--suite", "loss", "--model", str(tiny_pipeline_dir), "--resolution", "32",
+                 "--n-images", "6", "--n-videos", "2", "--out-dir", str(out)]) == 0
+    assert json.loads((out / "loss.json").read_text()) == first  # deterministic: paired across models
+    assert "text gain" in capsys.readouterr().out
+    images = first["images"]
+    assert images["n"] == 6 and sorted(images["per_sample"]["t"]) == [0, 166, 333, 500, 666, 833]
+    assert sum(b["n"] for b in images["buckets"].values()) == 6
+    pipe = load_pipeline(str(tiny_pipeline_dir))
+    torch.manual_seed(0)
+    for w in pipe.transformer.parameters():  # adaLN-Zero starts blind to the text: give it weights that see it
+        torch.nn.init.normal_(w, std=0.2)
+    seen = summarise_losses(per_sample_losses(pipe, *heldout_samples(4, 1, 32, 0), seed=0))
+    assert seen["loss"] != seen["loss_empty"]  # the caption reaches the prediction
+    if not pipe.transformer.config.temporal:
+        import pytest
+        with pytest.raises(ValueError, match="text-to-video model"):
+            per_sample_losses(pipe, *heldout_samples(2, 8, 32, 0), seed=0)
+    else:
+        assert first["videos"]["n"] == 2
+    losses = per_sample_losses(pipe, *heldout_samples(4, 1, 32, 1), seed=1, batch_size=3)  # batching is invisible
+    again = per_sample_losses(pipe, *heldout_samples(4, 1, 32, 1), seed=1, batch_size=4)
+    assert np.allclose(losses["loss"], again["loss"], rtol=1e-4)
+    assert summarise_losses(losses)["loss"] == float(losses["loss"].double().mean())

@@ -1,9 +1,10 @@
 """The paper's ablations at our scale: collect the runs of ``scripts/run_ablations.sh`` into one report.
 
 Each run is ``ROOT/NAME`` (trained from ``configs/ablations/NAME.yaml``) with its CompBench results in
-``eval*/results.json``. The report puts each ablation's variants side by side with the paper's claim,
-a standard error on every score (prompts are a sample, so small gaps are noise), the final training
-loss and a bar plot, and says whether our result agrees with the paper.
+``eval*/results.json`` and its held-out denoising loss in ``loss/loss.json``. The report puts each
+ablation's variants side by side with the paper's claim, a standard error on every number (prompts are
+a sample, so small gaps are noise), the final training loss and a bar plot, and says on both measures
+whether our result agrees with the paper, disagrees, or cannot tell.
 
     python -m gentron.evaluation.ablations runs/ablations --out docs/ablations.md
 """
@@ -18,8 +19,10 @@ from pathlib import Path
 from .compbench import IMAGE_CATEGORIES, VIDEO_CATEGORIES
 
 # the image score: T2I-CompBench averages its sub-categories; ours are each category's checks
-IMAGE_CHECKS = {"single": ("correct", "attribute"), "relation": ("correct", "attribute", "spatial"),
-                "count": ("correct", "attribute")}
+IMAGE_CHECKS = {"single": ("correct", "attribute", "colour", "shape"),
+                "relation": ("correct", "attribute", "spatial", "colour", "shape"),
+                "count": ("correct", "attribute", "colour", "shape")}
+IMAGE_COLUMNS = ("correct", "attribute", "colour", "shape")  # each averaged over the three categories
 VIDEO_CHECKS = ("objects_every_frame", "attribute", "temporal_consistency", "direction", "correct")
 
 
@@ -79,16 +82,22 @@ def load_variant(root: Path, v: Variant, video: bool) -> dict | None:
         row["score"] = (row["objects_every_frame"] + row["direction"]) / 2  # per-frame quality and motion, as the paper
         checks = 2 * n
     else:
-        cells = [(table[k][c], table[k]["n"]) for k in IMAGE_CATEGORIES if k in table for c in IMAGE_CHECKS[k]]
-        for k in IMAGE_CATEGORIES:
-            for c in IMAGE_CHECKS[k]:
-                row[f"{k} {c}"] = table[k][c] if k in table else float("nan")
-        row["score"] = sum(v for v, _ in cells) / len(cells)
+        cells = [table[k][c] for k in IMAGE_CATEGORIES if k in table for c in IMAGE_CHECKS[k]]
+        for c in IMAGE_COLUMNS:
+            row[c] = sum(table[k][c] for k in IMAGE_CATEGORIES if k in table) / len(table)
+        row["spatial"] = table["relation"]["spatial"] if "relation" in table else float("nan")
+        row["score"] = sum(cells) / len(cells)
         n = sum(table[k]["n"] for k in IMAGE_CATEGORIES if k in table)
         checks = n  # each prompt counts once in the average's spread (its checks are correlated)
     row["n"] = n
     row["se"] = standard_error(row["score"], checks)
     row.update(_training(root / v.run))
+    loss = root / v.run / "loss" / "loss.json"
+    if loss.is_file():
+        held = json.loads(loss.read_text()).get("videos" if video else "images")
+        if held:
+            row.update(heldout=held["loss"], heldout_se=held["loss_se"], text_gain=100 * held["text_gain"],
+                       per_sample=held["per_sample"]["loss"])
     return row
 
 
@@ -109,6 +118,26 @@ def _training(run: Path) -> dict:
         model = GenTronTransformer.from_config(json.loads(cfg.read_text()))
         out["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     return out
+
+
+def loss_verdict(ablation: Ablation, rows: list[dict]) -> str:
+    """The same question on the held-out loss (lower is better), with the paired standard error of the
+    difference: every model saw the same samples, noise and timesteps."""
+    if len(rows) < len(ablation.variants) or any("per_sample" not in r for r in rows):
+        return "not measured yet"
+    best = next(r for r in rows if r["label"] == ablation.expected_best)
+    rival = min((r for r in rows if r is not best and r["run"] != best["run"]), key=lambda r: r["heldout"],
+                default=None)
+    if rival is None:  # variants that differ only in sampling share one trained model and one loss
+        return "the same model: sampling settings do not change the loss"
+    diffs = [a - b for a, b in zip(rival["per_sample"], best["per_sample"])]
+    mean = sum(diffs) / len(diffs)
+    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    head = f"{ablation.expected_best} {best['heldout']:.5f} vs {rival['label']} {rival['heldout']:.5f}"
+    if abs(mean) < 2 * se:
+        return f"within noise: {head} (paired gap {mean:+.5f}, two standard errors {2 * se:.5f})"
+    word = "agrees with" if mean > 0 else "disagrees with"
+    return f"{word} the paper: {head} (paired gap {mean:+.5f}, two standard errors {2 * se:.5f})"
 
 
 def verdict(ablation: Ablation, rows: list[dict]) -> str:
@@ -139,40 +168,58 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]]]:
     for ab in ABLATIONS:
         rows = [r for r in (load_variant(root, v, ab.video) for v in ab.variants) if r is not None]
         loaded.append((ab, rows))
-        lines += [f"## {ab.title}", "", f"Paper: {ab.paper}.", "", f"**Ours: {verdict(ab, rows)}.**", ""]
+        lines += [f"## {ab.title}", "", f"Paper: {ab.paper}.", "",
+                  f"**Ours, CompBench: {verdict(ab, rows)}.**", "",
+                  f"**Ours, held-out loss: {loss_verdict(ab, rows)}.**", ""]
         if not rows:
             continue
-        cols = (list(VIDEO_CHECKS) + ["dynamic_degree"]) if ab.video else \
-            [f"{k} {c}" for k in IMAGE_CATEGORIES for c in IMAGE_CHECKS[k]]
-        head = ["variant", "score ± se"] + cols + ["n", "params (M)", "final loss", "steps", "train s"]
+        cols = (list(VIDEO_CHECKS) + ["dynamic_degree"]) if ab.video else list(IMAGE_COLUMNS) + ["spatial"]
+        head = ["variant", "score ± se"] + cols + ["held-out loss ± se", "text gain %", "n", "params (M)",
+                                                   "final train loss", "steps", "train s"]
         lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in rows:
             cells = [r["label"], f"{r['score']:.1f} ± {r['se']:.1f}"]
             cells += [f"{r[c]:.3f}" if c == "dynamic_degree" else f"{r[c]:.1f}" for c in cols]
+            cells += [f"{r['heldout']:.5f} ± {r['heldout_se']:.5f}" if "heldout" in r else "–",
+                      f"{r['text_gain']:.1f}" if "text_gain" in r else "–"]
             cells += [str(r["n"]), f"{r.get('params_m', float('nan')):.1f}", f"{r.get('loss', float('nan')):.4f}",
                       str(r.get("steps", "–")), f"{r.get('seconds', float('nan')):.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         score = "mean of objects right in every frame and direction" if ab.video else \
-            "mean of the image checks (single, relation, count: correct and attribute; relation: spatial)"
-        lines += ["", f"Score: {score}. Evaluated from `{root}/<run>/<eval>/results.json`: "
+            ("mean of the image checks (single, relation, count: correct, attribute, colour alone, shape alone; "
+             "relation: spatial); the columns average each check over the three categories")
+        lines += ["", f"Score: {score}. Held-out loss: `python -m gentron eval --suite loss` (epsilon MSE on "
+                  "held-out captions, the same samples, noise and timesteps for every model; text gain = the share "
+                  "of it the caption removes). Evaluated from `<run>/loss/loss.json` and `<run>/<eval>/results.json` "
+                  f"under `{root}`: "
                   + ", ".join(f"{r['label']} = `{r['run']}/{r['eval']}`" for r in rows) + ".", ""]
     return "\n".join(lines) + "\n", loaded
 
 
 def plot(loaded: list[tuple[Ablation, list[dict]]], path: Path) -> None:
+    """Two rows of bars per ablation: the CompBench score and the held-out loss, each with ±1 standard error."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(loaded), figsize=(4.2 * len(loaded), 3.8), dpi=110)
-    for ax, (ab, rows) in zip(axes, loaded):
+    fig, axes = plt.subplots(2, len(loaded), figsize=(4.2 * len(loaded), 6.6), dpi=110, squeeze=False)
+    for col, (ab, rows) in enumerate(loaded):
         labels = [r["label"].replace(", ", "\n") for r in rows]
         colours = ["tab:green" if r["label"] == ab.expected_best else "tab:gray" for r in rows]
-        ax.bar(range(len(rows)), [r["score"] for r in rows], yerr=[r["se"] for r in rows], color=colours, capsize=4)
-        ax.set_xticks(range(len(rows)), labels, fontsize=7)
-        ax.set_title(ab.title, fontsize=10)
-        ax.set_ylabel("score (%)" if ab is loaded[0][0] else "")
+        for row, (key, err, name) in enumerate((("score", "se", "CompBench score (%)"),
+                                                ("heldout", "heldout_se", "held-out loss (lower is better)"))):
+            ax = axes[row][col]
+            have = [r for r in rows if key in r]
+            ax.bar(range(len(have)), [r[key] for r in have], yerr=[r[err] for r in have], capsize=4,
+                   color=[c for c, r in zip(colours, rows) if key in r])
+            ax.set_xticks(range(len(have)), [lab for lab, r in zip(labels, rows) if key in r], fontsize=7)
+            if key == "heldout" and have:
+                lo = min(r[key] - r[err] for r in have)
+                hi = max(r[key] + r[err] for r in have)
+                ax.set_ylim(lo - 0.5 * (hi - lo) - 1e-6, hi + 0.5 * (hi - lo) + 1e-6)  # the gaps, not the level
+            ax.set_title(ab.title if row == 0 else "", fontsize=10)
+            ax.set_ylabel(name if col == 0 else "", fontsize=8)
     fig.suptitle("Ablations on Shapes World (green: the paper's winner; bars: ±1 standard error)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
