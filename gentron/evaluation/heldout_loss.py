@@ -97,7 +97,7 @@ def run_heldout_loss(pipe, out_dir: Path, n_images: int, n_videos: int, seed: in
         pixels, captions = heldout_samples(n, frames, size, seed)
         losses = per_sample_losses(pipe, pixels, captions, seed)
         result[kind] = {**summarise_losses(losses), "per_sample": {k: v.tolist() for k, v in losses.items()}}
-    if len(result) == 4:
+    if "images" not in result and "videos" not in result:
         raise ValueError("nothing to measure: give --n-images, or --n-videos with a text-to-video model")
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "loss.json").write_text(json.dumps(result, indent=1))
