@@ -44,15 +44,15 @@ class Ablation:
 
 ABLATIONS = (
     Ablation("Text conditioning", "cross-attention beats adaLN-Zero for free text: T2I-CompBench average 47.84 vs "
-             "34.32 (Table 1)", (Variant("adaLN-Zero", "t2i_adaln_clip_t5"),
+             "34.32", (Variant("adaLN-Zero", "t2i_adaln_clip_t5"),
                                  Variant("cross-attention", "t2i_cross_clip_t5")), "cross-attention"),
-    Ablation("Text encoder", "CLIP-T5XXL together beat either alone (Table 2)",
+    Ablation("Text encoder", "CLIP and T5-XXL together (CLIP-T5XXL) is the best text encoder",
              (Variant("CLIP", "t2i_cross_clip"), Variant("T5", "t2i_cross_t5"),
               Variant("CLIP+T5", "t2i_cross_clip_t5")), "CLIP+T5"),
-    Ablation("Scale", "the larger model binds better: G/2 above XL/2 on every category (Table 3)",
+    Ablation("Scale", "the bigger model binds better (GenTron-G/2 above XL/2)",
              (Variant("XS/2", "t2i_cross_clip_t5_xs"), Variant("S/2", "t2i_cross_clip_t5")), "S/2"),
-    Ablation("Motion-free guidance", "joint image-video training with MFG keeps frames as good as images (Fig. 7-8); "
-             "λM sets how much things move",
+    Ablation("Motion-free guidance", "joint image-video training with motion-free guidance keeps frames as good as "
+             "images, and λM sets how much things move",
              (Variant("videos only, CFG (λM 1)", "t2v_videos_only"),
               Variant("p_motion_free 0.3, λM 1", "t2v_motion_free"),
               Variant("p_motion_free 0.3, MFG λM 1.3", "t2v_motion_free", "eval_lm1.3")),
@@ -120,6 +120,21 @@ def _training(run: Path) -> dict:
     return out
 
 
+def paired_gap(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Mean of a - b over paired samples, and its standard error."""
+    diffs = [x - y for x, y in zip(a, b)]
+    mean = sum(diffs) / len(diffs)
+    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / len(diffs))
+
+
+def add_paired_gaps(ablation: Ablation, rows: list[dict]) -> None:
+    """Each row's held-out loss minus the paper's winner's, paired sample by sample (the plot's lower row)."""
+    best = next((r for r in rows if r["label"] == ablation.expected_best and "per_sample" in r), None)
+    for r in rows:
+        if best is not None and "per_sample" in r:
+            r["vs_best"], r["vs_best_se"] = paired_gap(r["per_sample"], best["per_sample"])
+
+
 def loss_verdict(ablation: Ablation, rows: list[dict]) -> str:
     """The same question on the held-out loss (lower is better), with the paired standard error of the
     difference: every model saw the same samples, noise and timesteps."""
@@ -130,9 +145,7 @@ def loss_verdict(ablation: Ablation, rows: list[dict]) -> str:
                 default=None)
     if rival is None:  # variants that differ only in sampling share one trained model and one loss
         return "the same model: sampling settings do not change the loss"
-    diffs = [a - b for a, b in zip(rival["per_sample"], best["per_sample"])]
-    mean = sum(diffs) / len(diffs)
-    se = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs))
+    mean, se = paired_gap(rival["per_sample"], best["per_sample"])
     head = f"{ablation.expected_best} {best['heldout']:.5f} vs {rival['label']} {rival['heldout']:.5f}"
     if abs(mean) < 2 * se:
         return f"within noise: {head} (paired gap {mean:+.5f}, two standard errors {2 * se:.5f})"
@@ -167,6 +180,7 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]]]:
              "settings (25 steps, λT 7.5). ± is one binomial standard error over the prompts.", ""]
     for ab in ABLATIONS:
         rows = [r for r in (load_variant(root, v, ab.video) for v in ab.variants) if r is not None]
+        add_paired_gaps(ab, rows)
         loaded.append((ab, rows))
         lines += [f"## {ab.title}", "", f"Paper: {ab.paper}.", "",
                   f"**Ours, CompBench: {verdict(ab, rows)}.**", "",
@@ -174,13 +188,15 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]]]:
         if not rows:
             continue
         cols = (list(VIDEO_CHECKS) + ["dynamic_degree"]) if ab.video else list(IMAGE_COLUMNS) + ["spatial"]
-        head = ["variant", "score ± se"] + cols + ["held-out loss ± se", "text gain %", "n", "params (M)",
-                                                   "final train loss", "steps", "train s"]
+        head = ["variant", "score ± se"] + cols + ["held-out loss ± se", "minus the winner's (paired) ± se",
+                                                   "text gain %", "n", "params (M)", "final train loss", "steps",
+                                                   "train s"]
         lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for r in rows:
             cells = [r["label"], f"{r['score']:.1f} ± {r['se']:.1f}"]
             cells += [f"{r[c]:.3f}" if c == "dynamic_degree" else f"{r[c]:.1f}" for c in cols]
             cells += [f"{r['heldout']:.5f} ± {r['heldout_se']:.5f}" if "heldout" in r else "–",
+                      f"{r['vs_best']:+.5f} ± {r['vs_best_se']:.5f}" if "vs_best" in r else "–",
                       f"{r['text_gain']:.1f}" if "text_gain" in r else "–"]
             cells += [str(r["n"]), f"{r.get('params_m', float('nan')):.1f}", f"{r.get('loss', float('nan')):.4f}",
                       str(r.get("steps", "–")), f"{r.get('seconds', float('nan')):.0f}"]
@@ -197,7 +213,8 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]]]:
 
 
 def plot(loaded: list[tuple[Ablation, list[dict]]], path: Path) -> None:
-    """Two rows of bars per ablation: the CompBench score and the held-out loss, each with ±1 standard error."""
+    """Two rows of bars per ablation: the CompBench score, and the held-out loss as a paired difference from the
+    paper's winner (the losses' own spreads are 10x the gaps, but every model saw the same samples); ±1 se."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,16 +225,15 @@ def plot(loaded: list[tuple[Ablation, list[dict]]], path: Path) -> None:
         labels = [r["label"].replace(", ", "\n") for r in rows]
         colours = ["tab:green" if r["label"] == ab.expected_best else "tab:gray" for r in rows]
         for row, (key, err, name) in enumerate((("score", "se", "CompBench score (%)"),
-                                                ("heldout", "heldout_se", "held-out loss (lower is better)"))):
+                                                ("vs_best", "vs_best_se", "held-out loss minus the\n"
+                                                 "green one's, paired (lower is better)"))):
             ax = axes[row][col]
             have = [r for r in rows if key in r]
             ax.bar(range(len(have)), [r[key] for r in have], yerr=[r[err] for r in have], capsize=4,
                    color=[c for c, r in zip(colours, rows) if key in r])
             ax.set_xticks(range(len(have)), [lab for lab, r in zip(labels, rows) if key in r], fontsize=7)
-            if key == "heldout" and have:
-                lo = min(r[key] - r[err] for r in have)
-                hi = max(r[key] + r[err] for r in have)
-                ax.set_ylim(lo - 0.5 * (hi - lo) - 1e-6, hi + 0.5 * (hi - lo) + 1e-6)  # the gaps, not the level
+            if key == "vs_best":
+                ax.axhline(0, color="black", linewidth=0.6)
             ax.set_title(ab.title if row == 0 else "", fontsize=10)
             ax.set_ylabel(name if col == 0 else "", fontsize=8)
     fig.suptitle("Ablations on Shapes World (green: the paper's winner; bars: ±1 standard error)", fontsize=10)
