@@ -49,7 +49,7 @@ class Attention(nn.Module):
         q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v))
         # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training
         # (forward + backward, batch 16) MATH beat the default flash kernel in every run (223-264 vs 291-363 ms); for
-        # sampling the default one was as fast or faster for images (18-27 vs 20-32 ms per step) and within this
+        # sampling the default one was as fast or faster for images (18-27 vs 19-32 ms per step) and within this
         # machine's drift for 8-frame videos (125-169 vs 114-189 ms). Chosen here, not around the model, so
         # activation-checkpoint recomputation uses the same kernel.
         training = q.device.type == "cpu" and torch.is_grad_enabled()
