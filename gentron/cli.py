@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
-    ev.add_argument("--suite", default="compbench", choices=["compbench", "sweep-motion", "sweep-text", "quality", "loss"],
+    ev.add_argument("--suite", default="compbench",
+                    choices=["compbench", "sweep-motion", "sweep-text", "quality", "loss"],
                     help="compbench: one run at the given settings; sweep-motion / sweep-text: the same prompts "
                     "at each of --values for λM (videos) or λT (images), with sweep.png; quality: CLIP score "
                     "and FID through torchmetrics (needs --clip); loss: held-out denoising loss with and without "

@@ -15,7 +15,7 @@ def image_table(correct: float, n: int = 40) -> dict:
 
 def video_table(score: float, n: int = 20) -> dict:
     row = {k: score for k in ("correct", "attribute", "direction", "objects_every_frame", "temporal_consistency")}
-    return {"video_single": {**row, "dynamic_degree": 0.05, "n": n}, "video_pair": {**row, "dynamic_degree": 0.05, "n": n}}
+    return {kind: {**row, "dynamic_degree": 0.05, "n": n} for kind in ("video_single", "video_pair")}
 
 
 def write_run(root, run, table, eval_dir="eval", losses=None, video=False):
@@ -60,7 +60,8 @@ def test_report_verdicts(tmp_path, capsys):
     assert "held-out loss: disagrees with the paper: CLIP+T5 0.10000 vs CLIP 0.09000" in sections[1]
     assert "held-out loss: within noise: S/2" in sections[2]
     assert "held-out loss: not measured yet" in sections[3]
-    assert "| adaLN-Zero | 10.0 ±" in sections[0] and "| 0.0290 |" in sections[0]  # final loss: mean of the last 5 lines
+    assert "| adaLN-Zero | 10.0 ±" in sections[0]
+    assert "| 0.0290 |" in sections[0]  # the final training loss: the mean of the last 5 log lines
     assert "Text conditioning" in capsys.readouterr().out
 
 

@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(loaded, png)
-    out.write_text(text.replace("# Ablations at our scale\n", f"# Ablations at our scale\n\n![ablations]({png.name})\n", 1))
+    title = "# Ablations at our scale\n"
+    out.write_text(text.replace(title, f"{title}\n![ablations]({png.name})\n", 1))
     print(text, end="")
     return 0
 

@@ -57,8 +57,8 @@ def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def markdown_table(table: dict[str, dict[str, float]]) -> str:
-    cols = ["n", "correct", "attribute", "colour", "shape", "spatial", "direction", "objects_every_frame", "temporal_consistency",
-            "dynamic_degree"]
+    cols = ["n", "correct", "attribute", "colour", "shape", "spatial", "direction", "objects_every_frame",
+            "temporal_consistency", "dynamic_degree"]
     lines = ["| category | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for kind, stats in table.items():
         cells = [("%d" % stats[c]) if c == "n" else ("%.3f" % stats[c]) if c == "dynamic_degree" else
