@@ -27,7 +27,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
                    "random:PRESET for an explicitly random one")
-    p.add_argument("--quantize", default="none", help="none, bf16, int8, bnb8 or bnb4")
+    p.add_argument("--quantize", default=None, help="none, bf16, int8, int8-dynamic, bnb8 or bnb4 (default: bf16 "
+                   "where the device multiplies bf16 natively, else none)")
     p.add_argument("--device", default="cpu")
 
 
@@ -242,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         return train_main(argv[1:])
     args = parser.parse_args(argv)
     args.argv = list(argv)
+    if getattr(args, "quantize", "none") is None:  # eval judges the weights as trained unless told otherwise
+        from .quantization import default_mode
+
+        args.quantize = "none" if args.command == "eval" else default_mode(args.device)
     try:
         if args.command == "generate":
             return cmd_generate(args)

@@ -216,8 +216,10 @@ class Studio:
         self.last_outcome: tuple[str, int, int] | None = None  # ("done" | "stopped" | "error", step, total)
 
     # ---- the model ------------------------------------------------------------------------------
-    def pipeline(self, precision: str = "none"):
-        """The loaded pipeline at ``precision``; loads it on first use (or when the precision changes)."""
+    def pipeline(self, precision: str | None = None):
+        """The loaded pipeline at ``precision`` (None: the loaded one, else the device's default); loads it on
+        first use (or when the precision changes)."""
+        precision = precision or self.precision
         with self._load_lock:
             if self._pipe is None or self._pipe_precision != precision:
                 if precision not in self.precisions():
@@ -249,8 +251,15 @@ class Studio:
 
     @property
     def precision(self) -> str:
-        """The precision of the loaded pipeline ("none" before any)."""
-        return self._pipe_precision or "none"
+        """The precision of the loaded pipeline; before any, the device's default (gentron.quantization)."""
+        if self._pipe_precision:
+            return self._pipe_precision
+        try:
+            from .quantization import default_mode
+        except ImportError:
+            return "none"
+        mode = default_mode(self.resolved_device)
+        return mode if mode in self.precisions() else "none"
 
     @property
     def resolved_device(self) -> str:

@@ -46,3 +46,26 @@ def test_pipeline_quantized_end_to_end():
     assert pipe.transformer.dtype == torch.bfloat16 and pipe.text_encoder.dtype == torch.bfloat16
     out = pipe("a red circle moving left", frames=2, height=32, num_inference_steps=3, seed=0)
     assert out.frames.shape == (1, 2, 32, 32, 3) and np.isfinite(out.frames).all()
+
+
+def test_default_mode_follows_the_hardware(monkeypatch, tmp_path):
+    """bf16 where the device multiplies it natively (CUDA, AMX / AVX512-BF16 CPUs), fp32 elsewhere; the CLI's
+    generate starts there, eval judges fp32 weights unless told."""
+    import argparse
+
+    from gentron import cli, quantization
+
+    assert quantization.default_mode("cuda") == "bf16"
+    monkeypatch.setattr(quantization, "native_bf16", lambda device="cpu": False)
+    assert quantization.default_mode("cpu") == "none"
+    monkeypatch.setattr(quantization, "native_bf16", lambda device="cpu": True)
+    assert quantization.default_mode("cpu") == "bf16"
+    seen = []
+    monkeypatch.setattr(cli, "cmd_generate", lambda args: seen.append(("generate", args.quantize)) or 0)
+    monkeypatch.setattr(cli, "cmd_eval", lambda args: seen.append(("eval", args.quantize)) or 0)
+    cli.main(["generate", "--prompt", "a red circle", "--out", str(tmp_path / "x.png")])
+    cli.main(["eval", "--out-dir", str(tmp_path)])
+    cli.main(["generate", "--prompt", "a red circle", "--out", str(tmp_path / "y.png"), "--quantize", "int8"])
+    assert seen == [("generate", "bf16"), ("eval", "none"), ("generate", "int8")]
+    from gentron.studio import Studio
+    assert Studio(model="random:tiny").precision == "bf16"  # the app's dropdown starts there
