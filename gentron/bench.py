@@ -581,7 +581,9 @@ def machine_info(device: torch.device) -> dict[str, Any]:
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     cpu = info.get("model name") or platform.processor() or "unknown"
-    flags = sorted(f for f in info.get("flags", "").split() if f.startswith(("amx", "avx512_bf16")))
+    from .quantization import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

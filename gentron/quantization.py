@@ -40,15 +40,19 @@ def available_modes(device: str = "cpu") -> list[str]:
     return modes
 
 
+def cpu_bf16_flags() -> list[str]:
+    """The first CPU's AMX and AVX512-BF16 flags from /proc/cpuinfo (none where it cannot be read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return []
+    flags = next((line.partition(":")[2].split() for line in lines if line.split(":")[0].strip() == "flags"), [])
+    return sorted(f for f in flags if f.startswith(("amx", "avx512_bf16")))
+
+
 def native_bf16(device: str = "cpu") -> bool:
     """Whether ``device`` multiplies bf16 in hardware: CUDA, or a CPU with AMX or AVX512-BF16 (Linux flags)."""
-    if str(device).startswith("cuda"):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return str(device).startswith("cuda") or bool({"amx_bf16", "avx512_bf16"} & set(cpu_bf16_flags()))
 
 
 def default_mode(device: str = "cpu") -> str:

@@ -55,6 +55,7 @@ def per_sample_losses(pipe, pixels: torch.Tensor, captions: list[str], seed: int
     g = torch.Generator().manual_seed(seed)
     t_all = (torch.arange(n) * schedule.num_train_timesteps // n)[torch.randperm(n, generator=g)]
     out = {"t": t_all, "loss": torch.empty(n), "loss_empty": torch.empty(n)}
+    empty = encode_text(pipe.towers, [""])  # the same for every sample: encoded once
     cfg = vae.config
     for i in range(0, n, batch_size):
         px = pixels[i:i + batch_size]
@@ -65,10 +66,9 @@ def per_sample_losses(pipe, pixels: torch.Tensor, captions: list[str], seed: int
         noise = torch.randn(x0.shape, generator=g)
         t = t_all[i:i + b].to(device)
         xt = schedule.q_sample(x0, noise.to(device), t).to(dtype)
-        motion = torch.ones(b, dtype=torch.bool, device=device) if frames > 1 else None
-        for key, texts in (("loss", captions[i:i + b]), ("loss_empty", [""] * b)):
-            emb, mask = encode_text(pipe.towers, texts)
-            eps = transformer(xt, t, emb.to(device, dtype), mask.to(device), motion)
+        for key, (emb, mask) in (("loss", encode_text(pipe.towers, captions[i:i + b])),
+                                 ("loss_empty", tuple(e.expand(b, *e.shape[1:]) for e in empty))):
+            eps = transformer(xt, t, emb.to(device, dtype), mask.to(device))  # no motion mask: every clip moves
             out[key][i:i + b] = (eps.float().cpu() - noise).square().flatten(1).mean(1)
     return out
 
