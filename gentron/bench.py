@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import ctypes
+import dataclasses
 import gc
 import json
 import os
@@ -484,7 +485,12 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
                        log: Callable[[str], None]) -> list[dict]:
     """Every available mode on the T2V transformer (a 64 px 8-frame MFG step) and, given a pipeline,
     on its text towers (encoding a prompt and the empty text)."""
-    from .quantization import available_modes, quantize_module, weight_bytes
+    from .quantization import available_modes, quantize_module, quantize_on_load, weight_bytes
+
+    def quantized(module: torch.nn.Module, mode: str) -> torch.nn.Module:
+        if device.type == "cuda" and mode.startswith("bnb"):  # the diffusers / transformers config, as users load
+            return quantize_on_load(module, mode)
+        return quantize_module(copy.deepcopy(module).to(device), mode)
 
     modes = available_modes(device.type)
     shape = Shape("video", grid.resolutions[0], grid.frames[0])
@@ -493,7 +499,7 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
         base = models.fp32(preset, True)
         inp = step_inputs(base.cfg, shape, device)
         for mode in modes:
-            q = quantize_module(copy.deepcopy(base).to(device), mode)
+            q = quantized(base, mode)
             median, _ = median_seconds(guided_step(q, shape, inp), grid.repeats, grid.warmup, device)
             rows.append({"part": "transformer", "preset": preset, "mode": mode, "weight_bytes": weight_bytes(q),
                          "ms": median * 1e3, "what": f"{shape.kind} {shape.resolution}px x{shape.frames} step"})
@@ -503,17 +509,12 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
         from .text import encode_text
 
         for mode in modes:
-            p = copy.deepcopy(pipe)
-            for part in ("text_encoder", "text_encoder_2"):
-                if getattr(p, part, None) is not None:
-                    quantize_module(getattr(p, part), mode)
-            median, _ = median_seconds(lambda: encode_text(p.towers, [PROMPT, ""]), grid.repeats, grid.warmup,
-                                       device)
-            nbytes = sum(weight_bytes(getattr(p, part)) for part in ("text_encoder", "text_encoder_2")
-                         if getattr(p, part, None) is not None)
-            rows.append({"part": "text towers", "preset": "built-in", "mode": mode, "weight_bytes": nbytes,
+            towers = [dataclasses.replace(t, encoder=quantized(t.encoder, mode)) for t in pipe.towers]
+            median, _ = median_seconds(lambda: encode_text(towers, [PROMPT, ""]), grid.repeats, grid.warmup, device)
+            rows.append({"part": "text towers", "preset": "built-in", "mode": mode,
+                         "weight_bytes": sum(weight_bytes(t.encoder) for t in towers),
                          "ms": median * 1e3, "what": "encode prompt + empty text"})
-            del p
+            del towers
     return rows
 
 

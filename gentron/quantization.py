@@ -119,9 +119,12 @@ def quantize_module(module: nn.Module, mode: str) -> nn.Module:
     return module
 
 
+SKIPPED_PREFIXES = ("t_embedder", "proj_out", "final_modulation")  # small, sensitive entry and exit layers
+
+
 def _quantizable(name: str) -> bool:
     """Skip the small, sensitive entry and exit layers of the transformer."""
-    return not name.startswith(("t_embedder", "proj_out", "final_modulation"))
+    return not name.startswith(SKIPPED_PREFIXES)
 
 
 def quantize_pipeline(pipe, mode: str, parts: tuple[str, ...] = ("transformer", *TEXT_PARTS)) -> None:
@@ -149,8 +152,9 @@ def weight_bytes(module: nn.Module) -> int:
     return total
 
 
-def bnb_loading_config(mode: str, library: str = "diffusers"):
-    """The bitsandbytes config to pass as ``quantization_config=`` when loading on CUDA."""
+def bnb_loading_config(mode: str, library: str = "diffusers", skip: list[str] | None = None):
+    """The bitsandbytes config to pass as ``quantization_config=`` when loading on CUDA; ``skip`` names
+    modules to leave unquantized."""
     if mode not in ("bnb8", "bnb4"):
         raise ValueError(f"bnb_loading_config is for bnb8/bnb4, got {mode!r}")
     if library == "diffusers":
@@ -158,5 +162,22 @@ def bnb_loading_config(mode: str, library: str = "diffusers"):
     else:
         from transformers import BitsAndBytesConfig
     if mode == "bnb8":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                              llm_int8_skip_modules=skip)
+
+
+def quantize_on_load(module: nn.Module, mode: str) -> nn.Module:
+    """A bnb8/bnb4 copy of ``module`` made the way CUDA users get one: saved, then reloaded with
+    ``from_pretrained(quantization_config=...)``, diffusers' config for a ModelMixin (the transformer) and
+    transformers' for a text tower. Layers outside the quantized set stay fp32, as ``quantize_module`` leaves
+    them. Diffusers' config refuses to run without a GPU; transformers' runs on the CPU too."""
+    import tempfile
+
+    from diffusers import ModelMixin
+
+    library = "diffusers" if isinstance(module, ModelMixin) else "transformers"
+    config = bnb_loading_config(mode, library, skip=list(SKIPPED_PREFIXES) if library == "diffusers" else None)
+    with tempfile.TemporaryDirectory() as tmp:
+        module.save_pretrained(tmp)
+        return type(module).from_pretrained(tmp, quantization_config=config, torch_dtype=torch.float32)

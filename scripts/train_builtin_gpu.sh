@@ -1,54 +1,46 @@
 #!/usr/bin/env bash
-# Train the built-in model's transformer on one CUDA GPU: text-to-image, then text-to-video, each for a
-# fixed time, then ship the result in bf16. This is how assets/gentron-shapes was trained (docs/training.md).
+# Train the built-in model's transformer on one CUDA GPU, stage after stage, each for a fixed time, then ship
+# the last stage's EMA weights in bf16. This is how assets/gentron-shapes was trained (docs/training.md).
 #
-#   T2I_SECONDS=240 T2V_SECONDS=140 bash scripts/train_builtin_gpu.sh
-#   STAGES=t2i_more INIT=runs/builtin_gpu/t2i/final T2I_SECONDS=170 bash scripts/train_builtin_gpu.sh
+#   STAGES="images videos" bash scripts/train_builtin_gpu.sh          # stages 3-4, from the shipped model
+#   STAGES="t2i t2i_more" STAGE_SECONDS=250 bash scripts/train_builtin_gpu.sh   # stages 1-1b (a fresh S/2)
 #
-# Each stage runs under `timeout` with resumable checkpoints; when time is up it is finished from its last
-# checkpoint (a resume with --steps N writes final/ from the EMA weights). EXTRA adds trainer flags to both
-# stages (e.g. EXTRA="--set data_workers=2 --set batch_size=8 --set checkpoint_every=10" for a CPU dry run).
+# Each stage stops itself after its config's time_limit (STAGE_SECONDS overrides it for every stage), checkpoints and
+# writes final/; the next stage starts from that final/. Run again, a stage resumes from its checkpoint.
+# EXTRA adds trainer flags to every stage (e.g. EXTRA="--set data_workers=2 --set batch_size=8" for a CPU dry run).
 set -uo pipefail
-T2I_SECONDS=${T2I_SECONDS:-240}
-T2V_SECONDS=${T2V_SECONDS:-140}
-DEST=${DEST:-runs/builtin_gpu}
-STAGES=${STAGES:-all}  # all (t2i then t2v), or one stage: t2i, t2i_more (more T2I from INIT) or t2v (from INIT)
+STAGES=${STAGES:-images videos}
+DEST=${DEST:-runs/builtin_gpu2}
+SECONDS_EACH=${STAGE_SECONDS:-}
 EXTRA=${EXTRA:-}
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}.
 
-last_step() {  # the step of the newest complete checkpoint under $1, or 0
-  python -c "import sys, pathlib; from gentron.training.checkpoint import latest_checkpoint as l; \
-p = l(pathlib.Path(sys.argv[1])); print(int(p.name.split('_')[-1]) if p else 0)" "$1/checkpoints" || echo 0
-}
-
-stage() {  # name config seconds init
-  local name=$1 config=$2 seconds=$3 init=$4 out="$DEST/$1" rc steps
-  echo "== $name: $config for ${seconds}s -> $out"
-  # shellcheck disable=SC2086
-  timeout "$seconds" python -m gentron.training --config "$config" --output-dir "$out" --init-from "$init" $EXTRA \
-    > "$DEST/$name.log" 2>&1
-  rc=$?
-  if [ "$rc" -ne 124 ] && [ "$rc" -ne 0 ]; then
-    echo "!! $name failed (exit $rc):"; tail -n 30 "$DEST/$name.log"; exit "$rc"
-  fi
-  steps=$(last_step "$out")
-  if [ "$steps" -eq 0 ]; then echo "!! $name reached no checkpoint in ${seconds}s"; tail -n 30 "$DEST/$name.log"; exit 1; fi
-  # shellcheck disable=SC2086
-  python -m gentron.training --config "$config" --output-dir "$out" --init-from "$init" $EXTRA --steps "$steps" \
-    >> "$DEST/$name.log" 2>&1 || { echo "!! finishing $name failed"; tail -n 30 "$DEST/$name.log"; exit 1; }
-  echo "== $name: $steps steps; last losses:"; tail -n 3 "$out/loss.jsonl"
+config_of() {  # stage name -> config
+  case "$1" in
+    t2i) echo configs/builtin_t2i_gpu.yaml ;; t2i_more) echo configs/builtin_t2i_gpu_more.yaml ;;
+    t2v) echo configs/builtin_t2v_gpu.yaml ;; images) echo configs/builtin_images_gpu.yaml ;;
+    videos) echo configs/builtin_videos_gpu.yaml ;;
+    *) echo "unknown stage $1: choose from t2i t2i_more t2v images videos" >&2; return 2 ;;
+  esac
 }
 
 mkdir -p "$DEST"
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
 torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')"
-case "$STAGES" in
-  t2i) stage t2i configs/builtin_t2i_gpu.yaml "$T2I_SECONDS" "${INIT:-assets/gentron-shapes}"; last=t2i ;;
-  t2i_more) stage t2i_more configs/builtin_t2i_gpu_more.yaml "$T2I_SECONDS" "${INIT:-$DEST/t2i/final}"; last=t2i_more ;;
-  t2v) stage t2v configs/builtin_t2v_gpu.yaml "$T2V_SECONDS" "${INIT:-$DEST/t2i/final}"; last=t2v ;;
-  all) stage t2i configs/builtin_t2i_gpu.yaml "$T2I_SECONDS" assets/gentron-shapes
-       stage t2v configs/builtin_t2v_gpu.yaml "$T2V_SECONDS" "$DEST/t2i/final"; last=t2v ;;
-  *) echo "STAGES must be all, t2i, t2i_more or t2v, got $STAGES"; exit 2 ;;
-esac
-python -m gentron.training.assemble ship --from "$DEST/$last/final" --out "$DEST/shipped" || exit 1
+init=${INIT:-}
+for name in $STAGES; do
+  config=$(config_of "$name") || exit 2
+  out="$DEST/$name"
+  args=(--config "$config" --output-dir "$out")
+  [ -n "$init" ] && args+=(--init-from "$init")
+  [ -n "$SECONDS_EACH" ] && args+=(--set "time_limit=$SECONDS_EACH")
+  echo "== $name: $config -> $out ($(date -u +%T))"
+  # shellcheck disable=SC2086
+  if ! python -m gentron.training "${args[@]}" $EXTRA > "$DEST/$name.log" 2>&1; then
+    echo "!! $name failed:"; tail -n 30 "$DEST/$name.log"; exit 1
+  fi
+  echo "== $name done ($(date -u +%T)); last log lines:"; tail -n 2 "$out/loss.jsonl"
+  init="$out/final"
+done
+python -m gentron.training.assemble ship --from "$init" --out "$DEST/shipped" || exit 1
 echo "== done: $DEST/shipped"

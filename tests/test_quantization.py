@@ -7,7 +7,8 @@ import torch
 
 from gentron.factory import build_random_pipeline
 from gentron.model import GenTronTransformer
-from gentron.quantization import MODES, available_modes, quantize_module, quantize_pipeline, weight_bytes
+from gentron.quantization import (MODES, available_modes, quantize_module, quantize_on_load, quantize_pipeline,
+                                  weight_bytes)
 
 from test_model import _inputs, _randomise
 
@@ -69,3 +70,24 @@ def test_default_mode_follows_the_hardware(monkeypatch, tmp_path):
     assert seen == [("generate", "bf16"), ("eval", "none"), ("generate", "int8")]
     from gentron.studio import Studio
     assert Studio(model="random:tiny").precision == "bf16"  # the app's dropdown starts there
+
+
+def test_text_tower_quantized_on_load_through_transformers_config():
+    """The CUDA path (from_pretrained with transformers' BitsAndBytesConfig) also runs on the CPU for a tower
+    (8-bit here: bitsandbytes' CPU 4-bit kernel wants widths that are multiples of 64, the tiny tower's aren't)."""
+    mode, tol = "bnb8", 0.1
+    pytest.importorskip("bitsandbytes")
+    tower = build_random_pipeline("tiny", temporal=False, seed=0).text_encoder
+    q = quantize_on_load(tower, mode)
+    assert any(type(m).__name__ == "Linear8bitLt" for m in q.modules())
+    assert weight_bytes(q) < 0.6 * weight_bytes(tower)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        assert (q(ids).last_hidden_state - tower(ids).last_hidden_state).abs().max() < tol
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU refusal of diffusers' config")
+def test_transformer_quantized_on_load_needs_a_gpu():
+    pytest.importorskip("bitsandbytes")
+    with pytest.raises(RuntimeError, match="GPU"):
+        quantize_on_load(build_random_pipeline("tiny", temporal=False, seed=0).transformer, "bnb8")

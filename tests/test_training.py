@@ -24,8 +24,8 @@ from gentron.pipeline import GenTronPipeline
 from gentron.training import TrainConfig, main, train
 from gentron.training import checkpoint as checkpoint_module
 from gentron.training.checkpoint import is_complete, latest_checkpoint
-from gentron.training.data import (ImageFolder, IndexedSource, ReplaySource, StreamSource, make_source,
-                                   micro_batches, prepare_batch)
+from gentron.training.data import (ImageFolder, IndexedSource, Preparation, ReplaySource, StreamSource,
+                                   make_source, micro_batches, prepare_batch)
 from gentron.training.ema import EMA
 from gentron.training.encode import FrozenEncoders
 
@@ -273,12 +273,24 @@ def test_loader_workers_give_the_same_run(init_dir, straight_t2v, tmp_path):
 
 
 def test_micro_batches_from_workers_match_shapes_world_stream():
+    """Workers render and prepare batch ``draw`` exactly as the training process would."""
     source = make_source("shapes", seed=5, resolution=32, frames=1)
-    ahead = list(micro_batches(source, 3, 6, rank=0, world=1, size=4, workers=2))
+    prepare = Preparation(frames=1, resolution=32, text_dropout=0.5, p_motion_free=0.0, seed=5)
+    ahead = list(micro_batches(source, 3, 6, rank=0, world=1, size=4, prepare=prepare, workers=2))
     for draw, batch in zip(range(3, 6), ahead):
-        direct = source.batch(draw, 0, 1, 4)
-        assert [s["caption"] for s in batch] == [s["caption"] for s in direct]
-        assert all(torch.equal(a["pixels"], b["pixels"]) for a, b in zip(batch, direct))
+        direct = prepare(source.batch(draw, 0, 1, 4), draw, 0)
+        assert batch.captions == direct.captions and torch.equal(batch.pixels, direct.pixels)
+    assert any(c == "" for b in ahead for c in b.captions)  # text dropout was drawn (p = 0.5 over 12 captions)
+
+
+def test_data_echo_repeats_each_made_batch():
+    """echo=2: micro-batches 2k and 2k+1 share made batch k, also when starting mid-pair (a resume)."""
+    source = make_source("shapes", seed=5, resolution=32, frames=1)
+    prepare = Preparation(frames=1, resolution=32, text_dropout=0.0, p_motion_free=0.0, seed=5)
+    plain = list(micro_batches(source, 0, 3, rank=0, world=1, size=2, prepare=prepare))
+    echoed = list(micro_batches(source, 1, 6, rank=0, world=1, size=2, prepare=prepare, echo=2))
+    assert [b.captions for b in echoed] == [plain[k].captions for k in (0, 1, 1, 2, 2)]
+    assert echoed[1] is echoed[2] and echoed[0] is not echoed[1]
 
 
 def test_batched_text_encoding_matches_one_caption_at_a_time():
@@ -382,3 +394,24 @@ def test_fsdp2_on_cpu_matches_ddp(ddp_run, init_dir, folder_data, tmp_path):
     for k in ddp:  # same data and draws; only the gradient reduction order differs
         torch.testing.assert_close(fsdp[k], ddp[k], rtol=1e-4, atol=1e-5)
     GenTronPipeline.from_pretrained(out / "final")
+
+
+def test_time_limit_stops_at_a_log_step_and_resumes_to_the_end(init_dir, straight_t2v, tmp_path):
+    """A run out of time checkpoints and writes final/ at the first log step past the limit; resuming without
+    the limit finishes the very same run (time_limit only decides where it pauses)."""
+    out = tmp_path / "run"
+    final = train(tiny("tiny_t2v", init_dir, out, time_limit=1e-9, **T2V), make_data(8, frames=2))
+    assert final.is_dir() and latest_checkpoint(out / "checkpoints").name == "step_00000002"
+    assert [json.loads(line)["step"] for line in (out / "loss.jsonl").read_text().splitlines()] == [2]
+    train(tiny("tiny_t2v", init_dir, out, **T2V), make_data(8, frames=2))
+    assert_same_run(straight_t2v, out)
+
+
+def test_images_continue_a_video_model(tmp_path):
+    """frames=1 on a T2V pipeline trains it on images (a one-frame clip: each token attends only to itself,
+    as under the identity mask), which is how the GPU recipe adds image steps to the shipped T2V model."""
+    init = tmp_path / "t2v"
+    build_random_pipeline("tiny", temporal=True, seed=0).save_pretrained(init)
+    final = train(TrainConfig(init_from=str(init), output_dir=str(tmp_path / "run"), resolution=RES, frames=1,
+                              batch_size=2, steps=2, log_every=1), make_data(4, frames=1))
+    assert GenTronPipeline.from_pretrained(final).transformer.config.temporal

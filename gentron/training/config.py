@@ -42,6 +42,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW moments; the defaults of DiT
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 = off); keeps early adaLN steps sane
     steps: int = 1000  # optimizer steps in total; resuming continues up to this number
+    time_limit: float = 0  # seconds of training after which the run checkpoints and writes final/ early (0 = none):
+    #   for a lent GPU's fixed minutes; a resume continues toward steps
     warmup: int = 0  # linear LR warmup over this many steps (0 = none); needed for large batches
     ema_decay: float = 0.9999  # EMA of weights; the final pipeline uses the EMA, as DiT does
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)) so a short run's EMA doesn't lag
@@ -67,6 +69,8 @@ class TrainConfig:
     #   an uninterrupted run (one caption per call, the default, keeps resumes exact)
     data_workers: int = 0  # processes rendering / reading micro-batches ahead of the step (a DataLoader): the data,
     #   not the GPU, bounds a small model's speed; batches are addressed by step, so the run is the same for any value
+    data_echo: int = 1  # use each made batch for this many micro-batches, with fresh noise and timesteps each (data
+    #   echoing): when rendering bounds the step rate (the log's data_wait near 1), the GPU learns instead of waiting
 
     # ---- loading --------------------------------------------------------------------------------
     @classmethod
@@ -118,12 +122,14 @@ class TrainConfig:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
         for name in ("resolution", "frames", "batch_size", "grad_accum", "steps", "log_every", "keep_checkpoints",
-                     "text_cache_size"):
+                     "text_cache_size", "data_echo"):
             v = getattr(self, name)
             need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
         for name in ("warmup", "checkpoint_every", "seed", "data_workers"):
             v = getattr(self, name)
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
+        need(is_num(self.time_limit) and self.time_limit >= 0,
+             f"time_limit must be a number of seconds >= 0 (0 = no limit), got {self.time_limit!r}")
         need(is_num(self.lr) and 0 < self.lr < 1, f"lr must be a number in (0, 1), got {self.lr!r}; 1e-4 is usual")
         need(is_num(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be a number >= 0, got {self.weight_decay!r}")

@@ -16,7 +16,7 @@ source is asked for "micro-batch number ``draw`` of process ``rank``" rather tha
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
@@ -28,6 +28,7 @@ from ..data.folders import IMAGE_SUFFIXES, LatentCache, MediaFolder, is_cache  #
 
 DATA_SALT = 0  # separates the data stream's seeds from the noise generator's (see derive_seed)
 NOISE_SALT = 1
+PREP_SALT = 2  # prepare_batch's coin flips (text dropout, motion-free), drawn where the batch is prepared
 ImageFolder = MediaFolder  # the earlier name: images, videos and clip folders with captions (gentron.data.folders)
 
 
@@ -148,47 +149,58 @@ def make_source(data: Any, seed: int, resolution: int, frames: int, p_motion_fre
                     "{'pixels', 'caption'} dicts, or a function seed -> iterable of them")
 
 
+@dataclass(frozen=True)
+class Preparation:
+    """``prepare_batch``'s settings, and the seed of its coin flips: micro-batch ``draw`` of process ``rank``
+    is prepared the same way wherever that happens (a loader worker, or the training process)."""
+
+    frames: int
+    resolution: int
+    text_dropout: float
+    p_motion_free: float
+    seed: int
+
+    def __call__(self, samples: list[dict[str, Any]], draw: int, rank: int) -> "Batch":
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, PREP_SALT, draw, rank))
+        return prepare_batch(samples, self.frames, self.resolution, self.text_dropout, self.p_motion_free, generator)
+
+
 class _Draws(torch.utils.data.Dataset):
-    """Item ``draw`` is micro-batch ``draw`` of one process: what loader workers fetch ahead of the step."""
+    """Item ``draw``: micro-batch ``draw`` of one process, rendered (or read) and prepared. In loader workers
+    this runs ahead of the step, and the stacking happens there too: one shared-memory tensor per field
+    crosses the process boundary (measured: 256 separate tensors per batch capped a GPU run at ~1.4k
+    samples/s, and stacking 1024 images in the training process took ~95 ms a step)."""
 
-    def __init__(self, source: BatchSource, rank: int, world: int, size: int):
-        self.source, self.rank, self.world, self.size = source, rank, world, size
+    def __init__(self, source: BatchSource, rank: int, world: int, size: int, prepare: Preparation):
+        self.source, self.rank, self.world, self.size, self.prepare = source, rank, world, size, prepare
 
-    def __getitem__(self, draw: int) -> dict[str, Any] | list[Any]:
-        return pack(self.source.batch(draw, self.rank, self.world, self.size))
-
-
-def pack(samples: list[Any]) -> dict[str, Any] | list[Any]:
-    """Same-keyed dict samples as one dict of stacked fields: one shared-memory tensor per field crosses the
-    worker boundary instead of one per sample (measured: passing 256 separate tensors capped a GPU run at
-    ~1.4k samples/s). Fields that don't stack (shapes differ) stay lists. Anything else passes unchanged."""
-    if not samples or not all(isinstance(s, dict) and s.keys() == samples[0].keys() for s in samples):
-        return samples
-    packed: dict[str, Any] = {}
-    for key in samples[0]:
-        values = [s[key] for s in samples]
-        same = all(isinstance(v, torch.Tensor) and v.shape == values[0].shape for v in values)
-        packed[key] = torch.stack(values) if same else values
-    return {"__packed__": len(samples), **packed}
-
-
-def unpack(batch: dict[str, Any] | list[Any]) -> list[Any]:
-    """The inverse of ``pack``: the list of samples (tensors are views of the stacked field)."""
-    if not isinstance(batch, dict) or "__packed__" not in batch:
-        return batch
-    fields = {k: v for k, v in batch.items() if k != "__packed__"}
-    return [{k: v[i] for k, v in fields.items()} for i in range(batch["__packed__"])]
+    def __getitem__(self, draw: int) -> "Batch":
+        return self.prepare(self.source.batch(draw, self.rank, self.world, self.size), draw, self.rank)
 
 
 def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: int, size: int,
-                  workers: int = 0) -> Iterator[list[dict[str, Any]]]:
-    """Micro-batches ``first, first+1, ..., stop-1`` in order; with ``workers`` > 0 a DataLoader renders or
-    reads them in that many processes ahead of use. The same samples either way: each is addressed by its draw."""
+                  prepare: Preparation, workers: int = 0, echo: int = 1,
+                  pin_memory: bool = False) -> Iterator["Batch"]:
+    """Prepared micro-batches ``first, ..., stop-1`` in order. With ``workers`` > 0 a DataLoader makes them in
+    that many processes ahead of use; the same batches either way, since each is addressed by its number.
+
+    ``echo`` > 1 uses each made batch for that many consecutive micro-batches (data echoing, Choi et al.
+    2019): the trainer draws fresh noise and timesteps for each, so when rendering rather than the GPU
+    bounds the step rate, the GPU does useful work instead of waiting. Made batch ``draw // echo``
+    serves micro-batch ``draw``.
+    """
+    made = range(first // echo, (stop - 1) // echo + 1) if stop > first else range(0)
     if workers == 0:
-        return (source.batch(draw, rank, world, size) for draw in range(first, stop))
-    loader = torch.utils.data.DataLoader(_Draws(source, rank, world, size), batch_size=None,
-                                         sampler=range(first, stop), num_workers=workers, prefetch_factor=4)
-    return map(unpack, loader)
+        batches: Iterable[Batch] = (_Draws(source, rank, world, size, prepare)[m] for m in made)
+    else:
+        batches = torch.utils.data.DataLoader(_Draws(source, rank, world, size, prepare), batch_size=None,
+                                              sampler=made, num_workers=workers, prefetch_factor=4,
+                                              pin_memory=pin_memory)
+    it, current, index = iter(batches), None, None
+    for draw in range(first, stop):
+        if draw // echo != index:
+            current, index = next(it), draw // echo
+        yield current
 
 
 def check_source(source: BatchSource, pipe: Any) -> None:
@@ -207,6 +219,12 @@ class Batch:
     motion: torch.Tensor  # (B,) bool; False = identity temporal mask (a still, image-like sample)
     posterior: torch.Tensor | None = None  # (B, F, 2C, h, w) cached VAE mean and logvar, for FrozenEncoders.sample
     text: list[torch.Tensor | None] | None = None  # cached caption embeddings; None where text dropout hit
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies of the tensors (the DataLoader calls this with pin_memory=True): the copy to the
+        GPU can then overlap the step."""
+        pin = (lambda t: t.pin_memory() if isinstance(t, torch.Tensor) else t)
+        return replace(self, pixels=pin(self.pixels), posterior=pin(self.posterior))
 
 
 def prepare_batch(samples: list[dict[str, Any]], frames: int, resolution: int, text_dropout: float,

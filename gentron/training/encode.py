@@ -38,7 +38,8 @@ class FrozenEncoders:
         The latent is a sample of the VAE posterior (as in LDM/DiT training), drawn from ``generator``.
         """
         b = pixels.shape[0]
-        moments = self.vae.encode(pixels.flatten(0, 1).to(self.device, self.vae.dtype)).latent_dist.parameters
+        pixels = pixels.flatten(0, 1).to(self.device, self.vae.dtype, non_blocking=True)  # pinned by the loader
+        moments = self.vae.encode(pixels).latent_dist.parameters
         return self.sample(rearrange(moments, "(b f) c h w -> b f c h w", b=b), generator)
 
     @torch.no_grad()

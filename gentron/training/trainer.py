@@ -2,7 +2,7 @@
 
 Read top to bottom: load the init pipeline, build the transformer (optionally ``.to_video()``),
 freeze the VAE and text towers, shard or replicate with accelerate, then per step: data ->
-prepare_batch (text dropout, motion-free) -> latents and text -> diffusion_loss -> AdamW -> EMA;
+prepared batch (text dropout, motion-free; data.py) -> latents and text -> diffusion_loss -> AdamW -> EMA;
 log, checkpoint atomically, and finally write a GenTronPipeline with the EMA weights.
 
 Why a resumed run equals an uninterrupted one: every random draw of micro-batch ``draw`` on
@@ -36,7 +36,7 @@ from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
-from .data import NOISE_SALT, check_source, derive_seed, make_source, micro_batches, prepare_batch
+from .data import NOISE_SALT, Batch, Preparation, check_source, derive_seed, make_source, micro_batches
 from .ema import EMA
 from .encode import FrozenEncoders
 from .metrics import LossLog
@@ -44,7 +44,7 @@ from .metrics import LossLog
 logger = logging.getLogger(__name__)
 # config fields that may change between a run and its resume without changing what is computed
 RESUMABLE_CHANGES = {"steps", "output_dir", "checkpoint_every", "keep_checkpoints", "log_every", "init_from",
-                     "stage", "cache_text", "text_cache_size", "data_workers"}
+                     "stage", "cache_text", "text_cache_size", "data_workers", "time_limit"}
 
 
 def train(cfg: TrainConfig, data: Any = None) -> Path:
@@ -108,28 +108,36 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     progress = tqdm(total=cfg.steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not 10/s
     started = time.perf_counter()
-    batches = micro_batches(source, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, rank, world, cfg.batch_size,
-                            cfg.data_workers)
+    p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
+    prepare = Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)
+    batches = WaitClock(micro_batches(source, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, rank, world,
+                                      cfg.batch_size, prepare, cfg.data_workers, cfg.data_echo,
+                                      pin_memory=accelerator.device.type == "cuda"))
+    out_of_time = False
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        window.append(train_step(cfg, step, model, optimizer, encoders, schedule, batches, source, accelerator))
+        window.append(train_step(cfg, step, model, optimizer, encoders, schedule, batches, accelerator))
         ema.update(model.named_parameters(), step)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             loss = float(accelerator.reduce(torch.stack(window).mean(), "mean"))  # collective: all ranks log
             window = []
-            if main:
+            if main:  # data_wait: the share of the interval spent waiting for batches (1 = the data bounds speed)
                 log.append(step=done, loss=loss, lr=lr, ema_decay=ema.decay_at(step),
-                           seconds=round(time.perf_counter() - started, 3))
+                           seconds=round(time.perf_counter() - started, 3), data_wait=batches.share())
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         progress.update(1)
-        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps:
+        out_of_time = out_of_time or time_is_up(cfg, started, done, accelerator)
+        if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps or out_of_time:
             save_checkpoint(ckpt_root, done, model, optimizer, ema, accelerator, cfg.to_dict(), cfg.keep_checkpoints,
                             rank_state={"loss_window": [x.item() for x in window]})  # so the log resumes exactly
             if main:
                 log.plot(out / "loss.png", f"{cfg.stage}: {cfg.init_from}")
+        if out_of_time:
+            accelerator.print(f"time_limit {cfg.time_limit}s reached at step {done}: checkpointed, writing final/")
+            break
     progress.close()
 
     # ---- the final pipeline: EMA weights, the init's VAE, text towers and scheduler ---------------
@@ -250,8 +258,8 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
 
 
 def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               encoders: FrozenEncoders, schedule: NoiseSchedule, batches: Iterator[list[dict[str, Any]]],
-               source: Any, accelerator: Accelerator) -> torch.Tensor:
+               encoders: FrozenEncoders, schedule: NoiseSchedule, batches: Iterator[Batch],
+               accelerator: Accelerator) -> torch.Tensor:
     """One optimizer step over the next ``grad_accum`` micro-batches of ``batches`` (those of this step);
     returns this process's mean loss (detached)."""
     rank, device = accelerator.process_index, accelerator.device
@@ -259,9 +267,7 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
     for micro in range(cfg.grad_accum):
         draw = step * cfg.grad_accum + micro
         generator = torch.Generator().manual_seed(derive_seed(cfg.seed, NOISE_SALT, draw, rank))
-        samples = next(batches)
-        p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
-        batch = prepare_batch(samples, cfg.frames, cfg.resolution, cfg.text_dropout, p_still, generator)
+        batch = next(batches)
         with accelerator.autocast():  # the frozen VAE encodes in bf16 too when training in bf16
             if batch.posterior is None:
                 latents = encoders.latents(batch.pixels, generator)
@@ -279,6 +285,38 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total
+
+
+def time_is_up(cfg: TrainConfig, started: float, done: int, accelerator: Accelerator) -> bool:
+    """Whether ``time_limit`` has passed, decided at log steps only and agreed over ranks (one small
+    collective: any rank's clock), so every rank stops after the same step."""
+    if not cfg.time_limit or (done % cfg.log_every and done != cfg.steps):
+        return False
+    up = torch.tensor(float(time.perf_counter() - started > cfg.time_limit), device=accelerator.device)
+    return bool(accelerator.reduce(up, "max") > 0)
+
+
+class WaitClock:
+    """An iterator that times how long its user waits for it: the log's data_wait."""
+
+    def __init__(self, it: Iterator[Batch]):
+        self.it, self.waited, self.since = it, 0.0, time.perf_counter()
+
+    def __iter__(self) -> "WaitClock":
+        return self
+
+    def __next__(self) -> Batch:
+        t = time.perf_counter()
+        try:
+            return next(self.it)
+        finally:
+            self.waited += time.perf_counter() - t
+
+    def share(self) -> float:
+        """The share of the time since the last call spent waiting, and start a new interval."""
+        now = time.perf_counter()
+        share, self.waited, self.since = self.waited / max(now - self.since, 1e-9), 0.0, now
+        return round(share, 3)
 
 
 @contextlib.contextmanager
