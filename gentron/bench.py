@@ -727,8 +727,10 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
                         for r in result["flops"]["rows"]]), ""]
     if "quantization" in result:
         out += ["## 5. Quantization modes", "",
-                "Each mode applied to a copy of the fp32 model (`gentron.quantization.quantize_module`); bytes "
-                "from `weight_bytes` (quantized tensors count their packed storage).", "",
+                "Each mode applied to a copy of the fp32 model (`gentron.quantization.quantize_module`; on CUDA "
+                "bnb8/bnb4 load through diffusers' and transformers' `BitsAndBytesConfig` instead, "
+                "`gentron.quantization.quantize_on_load`); bytes from `weight_bytes` (quantized tensors count "
+                "their packed storage).", "",
                 _table(["part", "preset", "mode", "weights MB", "ms", "timed"],
                        [[r["part"], r["preset"], r["mode"], r["weight_bytes"] / 2**20, r["ms"], r["what"]]
                         for r in result["quantization"]]), ""]
