@@ -128,12 +128,23 @@ def _quantizable(name: str) -> bool:
 
 
 def quantize_pipeline(pipe, mode: str, parts: tuple[str, ...] = ("transformer", *TEXT_PARTS)) -> None:
-    """Quantize the named components of a GenTronPipeline in place."""
+    """Quantize the named components of a GenTronPipeline in place. bnb8/bnb4 on a CUDA pipeline reload
+    each part through the diffusers / transformers ``BitsAndBytesConfig`` (``quantize_on_load``), the
+    libraries' own path there; elsewhere bitsandbytes' layers are swapped in directly."""
     check_mode(mode)
+    on_load = mode in ("bnb8", "bnb4") and _on_cuda(pipe)
     for part in parts:
         module = getattr(pipe, part, None)
-        if module is not None:
+        if module is None:
+            continue
+        if on_load:
+            pipe.register_modules(**{part: quantize_on_load(module, mode)})
+        else:
             quantize_module(module, mode)
+
+
+def _on_cuda(pipe) -> bool:
+    return pipe.device.type == "cuda"
 
 
 def weight_bytes(module: nn.Module) -> int:

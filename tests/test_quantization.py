@@ -91,3 +91,21 @@ def test_transformer_quantized_on_load_needs_a_gpu():
     pytest.importorskip("bitsandbytes")
     with pytest.raises(RuntimeError, match="GPU"):
         quantize_on_load(build_random_pipeline("tiny", temporal=False, seed=0).transformer, "bnb8")
+
+
+def test_bnb_on_cuda_pipelines_goes_through_the_loading_configs(monkeypatch):
+    """On CUDA, --quantize bnb8 reloads each part with from_pretrained(quantization_config=...); on the CPU
+    it swaps bitsandbytes' layers in place (the config route refuses to run there)."""
+    import gentron.quantization as q
+
+    pipe = build_random_pipeline("tiny", temporal=False, seed=0)
+    reloaded = []
+    monkeypatch.setattr(q, "_on_cuda", lambda p: True)
+    monkeypatch.setattr(q, "quantize_on_load", lambda module, mode: reloaded.append((type(module).__name__, mode))
+                        or copy.deepcopy(module))
+    q.quantize_pipeline(pipe, "bnb8")
+    assert reloaded == [("GenTronTransformer", "bnb8"), ("CLIPTextModel", "bnb8"), ("T5EncoderModel", "bnb8")]
+    monkeypatch.setattr(q, "_on_cuda", lambda p: False)
+    reloaded.clear()
+    q.quantize_pipeline(pipe, "bf16")
+    assert reloaded == [] and pipe.transformer.dtype == torch.bfloat16
