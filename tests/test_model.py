@@ -38,6 +38,18 @@ def test_image_input_is_one_frame_video():
     assert torch.allclose(model(x[:, :, 0], t, text, mask), model(x, t, text, mask)[:, :, 0])
 
 
+def test_one_frame_temporal_attention_is_the_full_computation():
+    """The one-frame shortcut (proj of the values) equals scaled_dot_product_attention over that one key."""
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    layer = model.blocks[0].temporal
+    x = torch.randn(6, 16, model.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    frame_pos = torch.randn(1, model.config.hidden_size)
+    with torch.no_grad():
+        full = layer.attn((layer.norm(x) + frame_pos).reshape(-1, 1, x.shape[-1])).reshape(x.shape)
+        assert torch.allclose(layer(x, 1, frame_pos, None), full, atol=1e-6)
+        assert torch.allclose(layer(x, 1, frame_pos, torch.zeros(6, dtype=torch.bool)), full, atol=1e-6)
+
+
 @pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero"])
 @pytest.mark.parametrize("modulation", ["adaln_zero", "adaln_single"])
 def test_t2v_from_t2i_reproduces_every_frame(text_conditioning, modulation):
