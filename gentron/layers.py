@@ -41,12 +41,12 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+        h = self.num_heads
         if self.is_cross:
-            q = self.q(x)
-            k, v = self.kv(context).chunk(2, dim=-1)
-        else:
-            q, k, v = self.qkv(x).chunk(3, dim=-1)
-        q, k, v = (rearrange(t, "b n (h d) -> b h n d", h=self.num_heads) for t in (q, k, v))
+            q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)
+            k, v = rearrange(self.kv(context), "b n (two h d) -> two b h n d", two=2, h=h).unbind(0)
+        else:  # one rearrange for all three: einops' per-call overhead adds up over 25 steps x blocks
+            q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h).unbind(0)
         # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training
         # (forward + backward, batch 16) MATH beat the default flash kernel in every run (223-264 vs 291-363 ms); for
         # sampling the default one was as fast or faster for images (18-27 vs 19-32 ms per step) and within this
