@@ -36,10 +36,11 @@ DISPLAY_SIZE = 256  # results are upscaled (nearest) to about this many pixels a
 PREVIEW_COLUMNS = 8  # frames per row in a preview sheet
 
 # Shapes World prompts: (mode, prompt)
-EXAMPLES = [  # what the built-in model gets right most often: single objects and pairs (docs/evaluation.md)
+EXAMPLES = [  # prompts the built-in model passed in its CompBench run (docs/evaluation.md): objects, pairs, counts
     ("image", "a big yellow star"),
-    ("image", "two blue triangles"),
-    ("image", "a purple square"),
+    ("image", "a small blue triangle below a small red circle"),
+    ("image", "three red stars"),
+    ("image", "two yellow triangles"),
     ("video", "a big yellow star spinning"),
     ("video", "a red circle moving right"),
 ]
