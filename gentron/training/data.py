@@ -190,12 +190,12 @@ def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: 
     serves micro-batch ``draw``.
     """
     made = range(first // echo, (stop - 1) // echo + 1) if stop > first else range(0)
+    draws = _Draws(source, rank, world, size, prepare)
     if workers == 0:
-        batches: Iterable[Batch] = (_Draws(source, rank, world, size, prepare)[m] for m in made)
+        batches: Iterable[Batch] = (draws[m] for m in made)
     else:
-        batches = torch.utils.data.DataLoader(_Draws(source, rank, world, size, prepare), batch_size=None,
-                                              sampler=made, num_workers=workers, prefetch_factor=4,
-                                              pin_memory=pin_memory)
+        batches = torch.utils.data.DataLoader(draws, batch_size=None, sampler=made, num_workers=workers,
+                                              prefetch_factor=4, pin_memory=pin_memory)
     it, current, index = iter(batches), None, None
     for draw in range(first, stop):
         if draw // echo != index:

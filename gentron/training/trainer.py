@@ -113,7 +113,6 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     batches = WaitClock(micro_batches(source, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, rank, world,
                                       cfg.batch_size, prepare, cfg.data_workers, cfg.data_echo,
                                       pin_memory=accelerator.device.type == "cuda"))
-    out_of_time = False
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
@@ -129,7 +128,7 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
                            seconds=round(time.perf_counter() - started, 3), data_wait=batches.share())
             progress.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
         progress.update(1)
-        out_of_time = out_of_time or time_is_up(cfg, started, done, accelerator)
+        out_of_time = time_is_up(cfg, started, done, accelerator)
         if (cfg.checkpoint_every and done % cfg.checkpoint_every == 0) or done == cfg.steps or out_of_time:
             save_checkpoint(ckpt_root, done, model, optimizer, ema, accelerator, cfg.to_dict(), cfg.keep_checkpoints,
                             rank_state={"loss_window": [x.item() for x in window]})  # so the log resumes exactly
