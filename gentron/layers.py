@@ -61,8 +61,12 @@ class Attention(nn.Module):
     def values_only(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention where each query has exactly one key, its own token: the softmax is exactly 1, so
         the output is ``proj(v)``. Computes neither q, k nor the scores."""
-        d = x.shape[-1]
-        return self.proj(F.linear(x, self.qkv.weight[2 * d:], self.qkv.bias[2 * d:]))
+        d, w = x.shape[-1], self.qkv.weight
+        if type(self.qkv) is nn.Linear and type(w.data) is torch.Tensor and w.is_floating_point():
+            v = F.linear(x, w[2 * d:], self.qkv.bias[2 * d:])  # plain weights: v's rows alone
+        else:  # quantized layers (torchao, bitsandbytes) don't slice: run the whole layer, keep v
+            v = self.qkv(x)[..., 2 * d:]
+        return self.proj(v)
 
 
 class TemporalAttention(nn.Module):
