@@ -212,7 +212,9 @@ def transformer_flops(cfg: GenTronConfig, batch: int, frames: int, grid_h: int, 
     block = tokens * 4 * d * d + 2 * bf * n * n * d  # spatial attention: qkv + out; QKᵀ and AV per frame
     if cfg.timestep_modulation == "adaln_zero":
         block += bf * 6 * d * d  # per-block modulation, once per frame
-    if cfg.temporal:
+    if cfg.temporal and frames == 1:  # one frame: only v and the output projection run (TemporalAttention)
+        block += tokens * 2 * d * d
+    elif cfg.temporal:
         block += tokens * 4 * d * d + 2 * batch * n * frames * frames * d  # attention over the frames of a patch
     if cfg.text_conditioning == "cross_attention":
         block += tokens * 2 * d * d + batch * text_len * 2 * d * d + 2 * tokens * text_len * d
