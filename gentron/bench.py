@@ -487,12 +487,10 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
                        log: Callable[[str], None]) -> list[dict]:
     """Every available mode on the T2V transformer (a 64 px 8-frame MFG step) and, given a pipeline,
     on its text towers (encoding a prompt and the empty text)."""
-    from .quantization import available_modes, quantize_module, quantize_on_load, weight_bytes
+    from .quantization import available_modes, quantize_for, weight_bytes
 
-    def quantized(module: torch.nn.Module, mode: str) -> torch.nn.Module:
-        if device.type == "cuda" and mode.startswith("bnb"):  # the diffusers / transformers config, as users load
-            return quantize_on_load(module, mode)
-        return quantize_module(copy.deepcopy(module).to(device), mode)
+    def quantized(module: torch.nn.Module, mode: str) -> torch.nn.Module:  # a quantized copy, served as users get it
+        return quantize_for(copy.deepcopy(module).to(device), mode, device.type == "cuda")
 
     modes = available_modes(device.type)
     shape = Shape("video", grid.resolutions[0], grid.frames[0])

@@ -128,19 +128,24 @@ def _quantizable(name: str) -> bool:
 
 
 def quantize_pipeline(pipe, mode: str, parts: tuple[str, ...] = ("transformer", *TEXT_PARTS)) -> None:
-    """Quantize the named components of a GenTronPipeline in place. bnb8/bnb4 on a CUDA pipeline reload
-    each part through the diffusers / transformers ``BitsAndBytesConfig`` (``quantize_on_load``), the
-    libraries' own path there; elsewhere bitsandbytes' layers are swapped in directly."""
+    """Quantize the named components of a GenTronPipeline (in place, or reloaded: ``quantize_for``)."""
     check_mode(mode)
-    on_load = mode in ("bnb8", "bnb4") and _on_cuda(pipe)
+    on_cuda = _on_cuda(pipe)
     for part in parts:
         module = getattr(pipe, part, None)
-        if module is None:
-            continue
-        if on_load:
-            pipe.register_modules(**{part: quantize_on_load(module, mode)})
-        else:
-            quantize_module(module, mode)
+        if module is not None:
+            quantized = quantize_for(module, mode, on_cuda)
+            if quantized is not module:
+                pipe.register_modules(**{part: quantized})
+
+
+def quantize_for(module: nn.Module, mode: str, on_cuda: bool) -> nn.Module:
+    """``module`` in ``mode`` the way its device is served: bnb8/bnb4 on CUDA reload through the diffusers /
+    transformers ``BitsAndBytesConfig`` (``quantize_on_load``, a new module), the libraries' own path there;
+    everything else, bitsandbytes on the CPU included, is done in place by ``quantize_module``."""
+    if on_cuda and mode in ("bnb8", "bnb4"):
+        return quantize_on_load(module, mode)
+    return quantize_module(module, mode)
 
 
 def _on_cuda(pipe) -> bool:
