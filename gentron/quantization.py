@@ -9,7 +9,10 @@ Modes (each applies to the transformer and the text towers, or to the parts you 
   that config without a GPU, so on the CPU we swap in bitsandbytes' layers directly.
 
 The VAE and the patch/timestep embeddings stay in their precision: they are a small share of the
-weights and the most sensitive to rounding.
+weights and the most sensitive to rounding. So do the layers a model class keeps in fp32
+(``_keep_in_fp32_modules``: T5's feed-forward output ``wo``), as transformers' own bitsandbytes path
+does: measured on the built-in T5 tower, 4-bit ``wo`` alone raised the text-conditioned denoising
+loss by a third (0.0105 -> 0.0140 at t=500); with ``wo`` kept, 4-bit T5 costs nothing (0.0105).
 """
 from __future__ import annotations
 
@@ -110,11 +113,11 @@ def quantize_module(module: nn.Module, mode: str) -> nn.Module:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
         config = Int8WeightOnlyConfig() if mode == "int8" else Int8DynamicActivationInt8WeightConfig()
-        quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and _quantizable(fqn))
+        quantize_(module, config, filter_fn=lambda m, fqn: isinstance(m, nn.Linear) and _quantizable(fqn, module))
         return module
     bits = 8 if mode == "bnb8" else 4
     for name, linear in list(_linears(module, 64 if bits == 4 else 1)):  # 4-bit needs in_features % 64 == 0
-        if _quantizable(name):
+        if _quantizable(name, module):
             _set(module, name, _bnb_linear(linear, bits, torch.float32))
     return module
 
@@ -122,9 +125,11 @@ def quantize_module(module: nn.Module, mode: str) -> nn.Module:
 SKIPPED_PREFIXES = ("t_embedder", "proj_out", "final_modulation")  # small, sensitive entry and exit layers
 
 
-def _quantizable(name: str) -> bool:
-    """Skip the small, sensitive entry and exit layers of the transformer."""
-    return not name.startswith(SKIPPED_PREFIXES)
+def _quantizable(name: str, model: nn.Module | None = None) -> bool:
+    """Skip the small, sensitive entry and exit layers of the transformer, and what ``model``'s class keeps
+    in fp32 (matched on a whole name part, as transformers matches them)."""
+    keep = getattr(model, "_keep_in_fp32_modules", None) or ()
+    return not name.startswith(SKIPPED_PREFIXES) and not any(k in name.split(".") for k in keep)
 
 
 def quantize_pipeline(pipe, mode: str, parts: tuple[str, ...] = ("transformer", *TEXT_PARTS)) -> None:

@@ -122,3 +122,23 @@ def test_quantized_video_model_draws_images(mode):
         reference = model(x, t, text, mask)
         out = quantize_module(copy.deepcopy(model), mode)(x, t, text, mask)
     assert out.shape == reference.shape and (out - reference).abs().max() < 0.2
+
+
+@pytest.mark.parametrize("mode", ["int8", "bnb8", "bnb4"])
+def test_layers_the_class_keeps_in_fp32_stay_full_precision(mode):
+    """T5's feed-forward output ``wo`` (T5's ``_keep_in_fp32_modules``) is left alone, as transformers' own
+    bitsandbytes path leaves it; the other linears are quantized."""
+    from gentron.text import build_t5_tower, build_word_tokenizer
+    from gentron.training.text_towers import shapes_vocabulary
+
+    torch.manual_seed(0)
+    encoder = build_t5_tower(build_word_tokenizer(shapes_vocabulary(), "t5"), width=64, layers=1, heads=2).encoder
+    assert "wo" in encoder._keep_in_fp32_modules
+    quantize_module(encoder, mode)
+    linears = {name: type(m) for name, m in encoder.named_modules() if name.endswith((".wo", ".wi", ".q"))}
+    assert linears and all(isinstance(encoder.get_submodule(n).weight, torch.nn.Parameter)
+                           and type(encoder.get_submodule(n).weight) is torch.nn.Parameter
+                           and encoder.get_submodule(n).weight.dtype == torch.float32
+                           for n in linears if n.endswith(".wo"))
+    assert all(t is not torch.nn.Linear or type(encoder.get_submodule(n).weight) is not torch.nn.Parameter
+               for n, t in linears.items() if not n.endswith(".wo"))
