@@ -40,3 +40,27 @@ def test_draws_on_the_shapes_world_background(builtin):
     frame = builtin("a big blue square", seed=0).frames[0, 0].astype(int)
     background = (np.abs(frame - 16).max(-1) < 30).mean()
     assert background > 0.5
+
+
+def test_provenance_continues_an_earlier_record(tmp_path):
+    """A model trained on from a shipped one keeps the earlier stages and adds the new ones, totals included."""
+    from gentron.training.assemble import CPU_MACHINE, provenance
+
+    previous = tmp_path / "training.json"
+    previous.write_text(json.dumps({"stages": {"vae": {"seconds": 10.0, "machine": CPU_MACHINE},
+                                               "text_towers": {"seconds": 5.0, "machine": CPU_MACHINE},
+                                               "t2v": {"seconds": 20.0, "steps": 4, "machine": "GPU A"}}}))
+    refine = tmp_path / "refine"
+    refine.mkdir()
+    (refine / "refine_metrics.json").write_text(json.dumps({
+        "refine_seconds": 2.0, "steps": 3, "batch": 8, "separation_before": {"direction": [0.1]},
+        "separation_after": {"direction": [5.0]}}))
+    stage = tmp_path / "videos"
+    stage.mkdir()
+    (stage / "loss.jsonl").write_text("".join(json.dumps({"step": s, "loss": 0.1, "seconds": 1.5 * s}) + "\n"
+                                              for s in (2, 4)))
+    record = provenance(None, [f"videos={stage}@GPU B"], previous, refine)
+    assert list(record["stages"]) == ["vae", "text_towers", "t2v", "text_towers_refine", "videos"]
+    assert record["stages"]["videos"] == {"steps": 4, "seconds": 6.0, "machine": "GPU B"}
+    assert record["seconds_by_machine"] == {CPU_MACHINE: 17.0, "GPU A": 20.0, "GPU B": 6.0}
+    assert record["total_seconds"] == 43.0

@@ -66,18 +66,29 @@ def stage_seconds(loss_log: Path) -> tuple[int, float]:
 CPU_MACHINE = "2-core CPU (AMX, bf16), no GPU"
 
 
-def provenance(runs: Path, stage_specs: list[str] | None = None) -> dict:
+def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous: Path | None = None,
+               text_refine: Path | None = None) -> dict:
     """What each stage of the recipe did, where and how long it took, from the files the stages wrote.
 
     ``stage_specs``: ``NAME=DIR[@MACHINE]`` per transformer stage, in order (DIR holds the stage's loss.jsonl
-    and config.yaml; MACHINE defaults to this 2-core CPU); without it, ``runs``/t2i and ``runs``/t2v."""
-    vae = json.loads((runs / "vae_metrics.json").read_text())
-    text = json.loads((runs / "text" / "text_metrics.json").read_text())
-    stages = {"vae": {"seconds": vae["seconds"], "steps": vae["steps"], "psnr_db": vae["psnr_db"],
-                      "parameters": vae["parameters"]},
-              "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"], "clip": text["clip_final"],
-                              "t5": text["t5_final"]}}
-    specs = stage_specs or [f"{name}={runs / name}" for name in ("t2i", "t2v")]
+    and config.yaml; MACHINE defaults to this 2-core CPU); without it, ``runs``/t2i and ``runs``/t2v.
+    ``previous``: an earlier training.json whose stages come first (a model trained on from a shipped one);
+    ``text_refine``: the folder ``text_towers --refine`` wrote (its refine_metrics.json)."""
+    if previous is not None:
+        stages = dict(json.loads(previous.read_text())["stages"])
+    else:
+        vae = json.loads((runs / "vae_metrics.json").read_text())
+        text = json.loads((runs / "text" / "text_metrics.json").read_text())
+        stages = {"vae": {"seconds": vae["seconds"], "steps": vae["steps"], "psnr_db": vae["psnr_db"],
+                          "parameters": vae["parameters"]},
+                  "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"], "clip": text["clip_final"],
+                                  "t5": text["t5_final"]}}
+    if text_refine is not None:
+        refine = json.loads((text_refine / "refine_metrics.json").read_text())
+        stages["text_towers_refine"] = {"seconds": refine["refine_seconds"], "steps": refine["steps"],
+                                        "batch": refine["batch"], "separation_before": refine["separation_before"],
+                                        "separation_after": refine["separation_after"], "machine": CPU_MACHINE}
+    specs = stage_specs or ([] if previous is not None else [f"{name}={runs / name}" for name in ("t2i", "t2v")])
     for spec in specs:
         name, sep, rest = spec.partition("=")
         if not sep:
@@ -90,7 +101,7 @@ def provenance(runs: Path, stage_specs: list[str] | None = None) -> dict:
             entry["config"] = yaml.safe_load(config.read_text())
         stages[name] = entry
     for name in ("vae", "text_towers"):
-        stages[name]["machine"] = CPU_MACHINE
+        stages[name].setdefault("machine", CPU_MACHINE)
     machines = sorted({s["machine"] for s in stages.values()})
     return {"machine": " + ".join(machines), "stages": stages,
             "total_seconds": sum(s["seconds"] for s in stages.values()),
@@ -98,16 +109,20 @@ def provenance(runs: Path, stage_specs: list[str] | None = None) -> dict:
                                    for m in machines}}
 
 
-def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None) -> int:
+def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None,
+         previous: Path | None = None, text_refine: Path | None = None) -> int:
     """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
-    ``runs``); returns the folder's size in bytes."""
+    ``runs`` or ``previous``, see ``provenance``); returns the folder's size in bytes."""
+    record = None
+    if runs is not None or previous is not None:  # read before ``out`` is replaced: previous may live there
+        record = provenance(runs, stages, previous, text_refine)
     pipe = GenTronPipeline.from_pretrained(src)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.transformer.to(torch.bfloat16)
     pipe.save_pretrained(tmp)
-    if runs is not None:
-        (tmp / "training.json").write_text(json.dumps(provenance(runs, stages), indent=1))
+    if record is not None:
+        (tmp / "training.json").write_text(json.dumps(record, indent=1))
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
@@ -129,11 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--runs", type=Path, default=None, help="the stages' output folder, for training.json")
     s.add_argument("--stage", action="append", default=None, metavar="NAME=DIR[@MACHINE]",
                    help="a transformer stage for training.json, in order (default: RUNS/t2i and RUNS/t2v)")
+    s.add_argument("--previous", type=Path, default=None, help="an earlier training.json whose stages come first")
+    s.add_argument("--text-refine", type=Path, default=None, help="the folder of a text_towers --refine run")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
-        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage)}))
+        print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage, args.previous,
+                                                                    args.text_refine)}))
     return 0
 
 
