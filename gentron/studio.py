@@ -36,18 +36,18 @@ DISPLAY_SIZE = 256  # results are upscaled (nearest) to about this many pixels a
 PREVIEW_COLUMNS = 8  # frames per row in a preview sheet
 
 # Shapes World prompts: (mode, prompt)
-EXAMPLES = [  # prompts the built-in model passed in its CompBench run (docs/evaluation.md): objects, pairs, counts
+EXAMPLES = [  # prompts the built-in model passed in its CompBench run (docs/evaluation.md): objects, pairs, counts, motion
     ("image", "a big yellow star"),
     ("image", "a small blue triangle below a small red circle"),
-    ("image", "three red stars"),
+    ("image", "three red squares"),
     ("image", "two yellow triangles"),
-    ("video", "a big yellow star spinning"),
-    ("video", "a red circle moving right"),
+    ("video", "a green circle growing"),
+    ("video", "a purple square shrinking"),
 ]
-COMPARE_EXAMPLES = [
-    "a red circle moving right",
-    "a big yellow star spinning",
-    "a cyan circle moving left",
+COMPARE_EXAMPLES = [  # motions the built-in model has learnt (it does not yet move things the captioned way)
+    "a green circle growing",
+    "a purple square shrinking",
+    "a purple triangle standing still",
 ]
 
 

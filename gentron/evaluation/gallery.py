@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 IMAGE_PROMPTS = ["a red circle", "a big blue square", "a small yellow triangle", "a green star",
                  "a purple circle to the left of an orange square", "a white star above a cyan triangle",
                  "two red squares", "three yellow circles"]
-VIDEO_PROMPTS = ["a red circle moving right", "a big yellow star spinning", "a small blue square growing",
+VIDEO_PROMPTS = ["a green circle growing", "a purple square shrinking", "a red circle moving right",
                  "a green triangle moving up quickly and a white circle standing still"]
 
 
