@@ -240,11 +240,23 @@ class Handlers:
 
 
 def _engine(start: Callable[..., Iterator[Update]], **kwargs) -> Iterator[Update]:
-    """A Studio stream; the engine's ValueError becomes a gr.Error, and a stopped run just ends."""
+    """A Studio stream; the engine's ValueError becomes a gr.Error, and a stopped run just ends.
+
+    A preview equal to the last one sent is dropped: it says nothing new, and gradio would rewrite the same
+    cached file while a client may still be downloading it (a truncated download fails the client's stream)."""
+    import numpy as np
+
     from gentron.pipeline import Interrupted
 
+    sent = None
     try:
-        yield from start(**kwargs)
+        for update in start(**kwargs):
+            if update.preview is not None:
+                if sent is not None and np.array_equal(update.preview, sent):
+                    update = update._replace(preview=None)
+                else:
+                    sent = update.preview
+            yield update
     except ValueError as e:
         raise gr.Error(str(e)) from None
     except Interrupted:

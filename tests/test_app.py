@@ -1,4 +1,5 @@
 """The web app: its handlers without a server, then the served app driven with gradio_client."""
+import copy
 import os
 import socket
 import subprocess
@@ -10,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 gr = pytest.importorskip("gradio")
 
@@ -25,8 +27,22 @@ COMPARE = dict(prompt="a red circle moving right", negative_prompt="", motion_gu
 
 
 @pytest.fixture(scope="module")
-def studio(tiny_pipeline_dir, tmp_path_factory):
-    return Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path_factory.mktemp("studio-outputs"))
+def live_pipeline_dir(tiny_pipeline, tmp_path_factory):
+    """The tiny pipeline with its transformer's weights perturbed, as training leaves them: a fresh adaLN-Zero
+    model predicts zero noise, so its clean estimate (every preview) never changes during sampling."""
+    pipe = copy.deepcopy(tiny_pipeline)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    path = tmp_path_factory.mktemp("live-pipeline")
+    pipe.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def studio(live_pipeline_dir, tmp_path_factory):
+    return Studio(str(live_pipeline_dir), device="cpu", outputs_dir=tmp_path_factory.mktemp("studio-outputs"))
 
 
 @pytest.fixture(scope="module")
@@ -275,3 +291,14 @@ def test_e2e_bad_input_is_reported_and_the_server_keeps_serving(client):
         prompt="a red circle", motion_guidances="0, 2", frames=4, steps=4, api_name="/compare_motion")
     assert_browser_mp4(tiled if isinstance(tiled, str) else tiled["video"])
     assert [item["caption"] for item in gallery] == ["λM = 0", "λM = 2"] and settings["motion_guidance"] == [0, 2]
+
+
+def test_a_preview_equal_to_the_last_one_sent_is_dropped():
+    """An unchanged preview says nothing new, and re-sending it makes gradio rewrite its cached file under a client
+    that may still be downloading it."""
+    from gentron.studio import Update
+
+    a, b = np.zeros((1, 1, 4, 4, 3), np.uint8), np.ones((1, 1, 4, 4, 3), np.uint8)
+    updates = [Update(1, 4, a, None), Update(2, 4, a.copy(), None), Update(3, 4, b, None), Update(4, 4, None, None)]
+    kept = [u.preview for u in app._engine(lambda: iter(updates))]
+    assert kept[0] is a and kept[1] is None and kept[2] is b and kept[3] is None
