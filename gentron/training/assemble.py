@@ -81,8 +81,8 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
         text = json.loads((runs / "text" / "text_metrics.json").read_text())
         stages = {"vae": {"seconds": vae["seconds"], "steps": vae["steps"], "psnr_db": vae["psnr_db"],
                           "parameters": vae["parameters"]},
-                  "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"], "clip": text["clip_final"],
-                                  "t5": text["t5_final"]}}
+                  "text_towers": {"seconds": text["clip_seconds"] + text["t5_seconds"] + text.get("refine_seconds", 0.0),
+                                  "clip": text["clip_final"], "t5": text["t5_final"]}}
     if text_refine is not None:
         refine = json.loads((text_refine / "refine_metrics.json").read_text())
         stages["text_towers_refine"] = {"seconds": refine["refine_seconds"], "steps": refine["steps"],
