@@ -11,13 +11,13 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
 from gentron.studio import (MAX_SEED, SAMPLER_NAMES, Studio, contact_sheet, labelled_tiles,  # noqa: E402
                             parse_motion_strengths)
+from test_model import _randomise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = dict(mode="video", prompt="a red circle moving right", negative_prompt="", frames=8, fps=4, resolution=32,
@@ -31,10 +31,7 @@ def live_pipeline_dir(tiny_pipeline, tmp_path_factory):
     """The tiny pipeline with its transformer's weights perturbed, as training leaves them: a fresh adaLN-Zero
     model predicts zero noise, so its clean estimate (every preview) never changes during sampling."""
     pipe = copy.deepcopy(tiny_pipeline)
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in pipe.transformer.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    _randomise(pipe.transformer)
     path = tmp_path_factory.mktemp("live-pipeline")
     pipe.save_pretrained(path)
     return path
