@@ -11,8 +11,8 @@ Modes (each applies to the transformer and the text towers, or to the parts you 
 The VAE and the patch/timestep embeddings stay in their precision: they are a small share of the
 weights and the most sensitive to rounding. So do the layers a model class keeps in fp32
 (``_keep_in_fp32_modules``: T5's feed-forward output ``wo``), as transformers' own bitsandbytes path
-does: measured on the built-in T5 tower, 4-bit ``wo`` raised the text-conditioned denoising
-loss by 29% (0.00955 -> 0.01228 at t=500); with ``wo`` kept, 4-bit T5 costs nothing (0.00955;
+does: measured on the built-in T5 tower, 4-bit ``wo`` raised the held-out denoising loss at mid noise
+by 29% (0.00661 -> 0.00851); with ``wo`` kept, 4-bit T5 costs nothing (0.00661;
 scripts/quant_loss_by_part.py).
 """
 from __future__ import annotations

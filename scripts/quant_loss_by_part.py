@@ -1,5 +1,6 @@
-"""Which parts lose quality when quantized? The text-conditioned denoising loss (epsilon MSE) of the built-in
-model on 64 Shapes World images, the same images, noise and timesteps for every variant.
+"""Which parts lose quality when quantized? The held-out denoising loss of the built-in model
+(``gentron.evaluation.heldout_loss``: the same held-out images, noise and timesteps for every variant, so
+variants are paired sample by sample) with some of its parts quantized.
 
     python scripts/quant_loss_by_part.py --mode bnb4 --parts text_encoder_2 --ignore-class-keep
     python scripts/quant_loss_by_part.py --mode bnb4 --parts transformer --keep adaLN_modulation
@@ -10,14 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 
-import numpy as np
-import torch
-
 from gentron import quantization
-from gentron.data import shapes
-from gentron.diffusion import NoiseSchedule
+from gentron.evaluation.heldout_loss import heldout_samples, per_sample_losses, summarise_losses
 from gentron.loading import load_pipeline
-from gentron.training.encode import FrozenEncoders
 
 
 def main() -> None:
@@ -28,6 +24,7 @@ def main() -> None:
     p.add_argument("--keep", nargs="*", default=[], help="module name parts not to quantize, e.g. adaLN_modulation")
     p.add_argument("--ignore-class-keep", action="store_true",
                    help="quantize what a model class keeps in fp32 too (T5's wo), as before that was honoured")
+    p.add_argument("--n-images", type=int, default=256)
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     if args.parts:
@@ -38,23 +35,12 @@ def main() -> None:
             quantization.quantize_pipeline(pipe, args.mode, tuple(args.parts))
         finally:
             quantization._quantizable = default
-    rng, clips, captions = np.random.default_rng(7), [], []
-    for _ in range(64):
-        clip, caption, _ = shapes.sample(rng, 64, 1, False)
-        clips.append(clip)
-        captions.append(caption)
-    pixels = torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1
-    encoders, schedule, g = FrozenEncoders(pipe, torch.device("cpu"), False), NoiseSchedule(), torch.Generator().manual_seed(0)
-    row = {"mode": args.mode, "parts": args.parts, "keep": args.keep, "ignore_class_keep": args.ignore_class_keep}
-    with torch.no_grad():
-        x0 = encoders.latents(pixels, g)
-        text, mask = encoders.text(captions)
-        for t in (300, 500, 700):
-            ts = torch.full((len(captions),), t)
-            noise = torch.randn(x0.shape, generator=g)
-            eps = pipe.transformer(schedule.q_sample(x0, noise, ts), ts, text, mask).float()
-            row[f"t{t}"] = float(f"{float(((eps - noise) ** 2).mean()):.4g}")
-    print(json.dumps(row))
+    pixels, captions = heldout_samples(args.n_images, 1, pipe.default_resolution, seed=0)
+    summary = summarise_losses(per_sample_losses(pipe, pixels, captions, seed=0))
+    print(json.dumps({"mode": args.mode, "parts": args.parts, "keep": args.keep,
+                      "ignore_class_keep": args.ignore_class_keep, "loss": f"{summary['loss']:.5f}",
+                      "se": f"{summary['loss_se']:.5f}",
+                      **{name: f"{b['loss']:.5f}" for name, b in summary["buckets"].items()}}))
 
 
 if __name__ == "__main__":
