@@ -304,6 +304,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the transformer: later requests run faster, each new resolution, frame count "
+                   "or comparison size first compiles for about 40 s on a 2-core CPU (default: $GENTRON_COMPILE, else off)")
     return p.parse_args(argv)
 
 
@@ -317,7 +320,9 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, shar
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    studio = Studio(args.model, device=args.device)
+    from gentron.compilation import compile_requested
+
+    studio = Studio(args.model, device=args.device, compile=compile_requested(args.compile))
     try:
         studio.info()  # load now: a bad --model fails here with a clear message
     except ValueError as e:

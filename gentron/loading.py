@@ -66,8 +66,9 @@ def _check_safetensors(path: Path) -> None:
         raise ModelLoadError(f"{path} is truncated: its tensors need {8 + n + end} bytes, the file has {size}")
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none"):
-    """Load a GenTronPipeline. ``model``: a folder, a hub id, ``random:PRESET``, or None (built-in)."""
+def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none", compile: bool = False):
+    """Load a GenTronPipeline. ``model``: a folder, a hub id, ``random:PRESET``, or None (built-in).
+    ``compile``: torch.compile the transformer after quantizing (gentron.compilation: pays for servers)."""
     from .pipeline import GenTronPipeline
 
     name = resolve_model(model)
@@ -93,4 +94,8 @@ def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str =
         from .quantization import quantize_pipeline
 
         quantize_pipeline(pipe, quantize)
+    if compile:
+        from .compilation import compile_pipeline
+
+        compile_pipeline(pipe)
     return pipe

@@ -198,8 +198,9 @@ class Studio:
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, outputs_dir: str | Path | None = None,
-                 max_runs: int = 32, max_age_s: float = 3600.0):
+                 max_runs: int = 32, max_age_s: float = 3600.0, compile: bool = False):
         self.model = model
+        self.compile = compile  # torch.compile the transformer (gentron.compilation): ~40 s per new shape
         self.device = device
         if outputs_dir is None:
             outputs_dir = tempfile.mkdtemp(prefix="gentron-studio-")
@@ -237,8 +238,8 @@ class Studio:
 
         self.model_name = resolve_model(self.model)
         if precision == "none" or self._has_quantization():
-            return load_pipeline(self.model, self.resolved_device, precision)
-        pipe = load_pipeline(self.model, self.resolved_device, "none")  # "bf16" without gentron.quantization:
+            return load_pipeline(self.model, self.resolved_device, precision, compile=self.compile)
+        pipe = load_pipeline(self.model, self.resolved_device, "none", compile=self.compile)  # "bf16" without gentron.quantization:
         torch.nn.Module.to(pipe.transformer, torch.bfloat16)  # the transformer casts its inputs itself
         return pipe
 
