@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--model", default=None, help="pipeline for the end-to-end and text-tower rows "
                        "(default: the built-in model, skipped if absent)")
     bench.add_argument("--sections", default=None, help="comma-separated subset of "
-                       "step,reference,mfg,flops,quantization,end_to_end (default: all)")
+                       "step,reference,mfg,flops,quantization,end_to_end,compile (default: all)")
     bench.add_argument("--verbose", action="store_true", help="print progress to stderr")
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:  # the trainer owns its flags (see python -m gentron.training --help)

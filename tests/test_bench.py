@@ -84,15 +84,23 @@ def _small_result() -> dict:
         "mfg": [{"preset": "tiny", "kind": "video", "resolution": 64, "frames": 8, "batched_ms": 10.0,
                  "separate_ms": 12.0, "speedup": 1.2, "rel_diff_fp32": 1e-7, "rel_diff_bf16": 0.01,
                  "same_result": True, "goal": 1.3, "met": False}],
-        "flops": {"peak": {"n": 4096, "runs": 5, "best_ms": 100.0, "tflops": 1.37},
+        "flops": {"peak": {"n": 4096, "runs": 5, "tflops": 0.7, "tflops_min": 0.55, "tflops_max": 1.0},
                   "rows": [{**{k: step[k] for k in ("preset", "params", "kind", "resolution", "frames", "tokens",
                                                     "ms")}, "gflop": 0.153, "tflops": 0.012,
-                            "fraction_of_peak": 0.009, "goal": None, "met": None}]},
+                            "peak_tflops": 0.7, "fraction_of_peak": 0.017, "fraction_best": 0.02, "goal": None,
+                            "met": None}]},
         "quantization": [{"part": "transformer", "preset": "tiny", "mode": "int8", "weight_bytes": 100_000,
                           "ms": 20.0, "what": "video 64px x8 step"}],
         "end_to_end": {"model": None, "note": "skipped: no built-in model", "rows": [],
                        "steps": [{"preset": "tiny", "precision": "bfloat16", "kind": "image", "resolution": 64,
                                   "frames": 1, "branches": 2, "ms": 3.0}]},
+        "compile": {"rows": [{"preset": "S/2", "reference": "PixArtTransformer2DModel", "kind": "image",
+                              "resolution": 64, "frames": 1, "params": 12e6, "ours_ms": 24.0, "theirs_ms": 26.0,
+                              "ours_compiled_ms": 17.0, "theirs_compiled_ms": 15.0, "ours_compiled_compile_s": 30.0,
+                              "theirs_compiled_compile_s": 25.0, "compiled_vs_eager": 0.71,
+                              "ratio_vs_eager_reference": 0.65, "ratio_both_compiled": 1.13, "compiled_tflops": 0.14}],
+                    "end_to_end": [{"kind": "video", "resolution": 64, "frames": 8, "steps": 25, "eager_s": 2.6,
+                                    "compiled_s": 2.3, "first_compiled_call_s": 41.0}]},
         "seconds": 1.0,
     }
 
@@ -100,12 +108,14 @@ def _small_result() -> dict:
 def test_markdown_has_the_command_the_machine_and_one_table_per_section():
     md = write_markdown(_small_result())
     assert "`python -m gentron bench --quick`" in md and "Test CPU" in md and "**2 torch threads**" in md
-    for n in range(1, 7):
+    for n in range(1, 8):
         assert f"## {n}." in md
     assert md.count("| goal | met? |") == 3  # reference, MFG, FLOP/s (end to end is skipped here)
     assert "| LatteTransformer3DModel | S/2 | video | 64 px × 8 f | 1536 |" in md and "| ≤ 0.8 | yes |" in md
     assert "| ≥ 1.3 | no |" in md  # MFG row: goal not met
     assert "skipped: no built-in model" in md and "| transformer | tiny | int8 |" in md
+    assert "| S/2 | PixArtTransformer2DModel | image | 64 px | 24 | 17 | 26 | 15 | 30 | 25 | 0.71 | 0.65 | 1.13 |" in md
+    assert "| video | 64 px × 8 f | 2.6 | 2.3 | 41 |" in md
 
 
 def test_quick_grid_end_to_end_on_tiny(tmp_path):
@@ -118,6 +128,8 @@ def test_quick_grid_end_to_end_on_tiny(tmp_path):
     assert [(r["kind"], r["frames"]) for r in data["step"]] == [("image", 1), ("video", 4)]
     assert all(r["ms"] > 0 and r["flops"] > 0 for r in data["step"])
     assert data["flops"]["peak"]["tflops"] > 0 and data["mfg"][0]["same_result"]
+    assert [r["kind"] for r in data["flops"]["rows"]] == ["image", "video"]  # each step paired with the matmul
+    assert all(0 < r["fraction_of_peak"] and r["peak_tflops"] > 0 for r in data["flops"]["rows"])
     assert data["reference"] == []  # tiny's MLP is 2x its width: no like-for-like reference exists
     assert len(plots) == 2 and all((tmp_path / p.split("/")[-1]).stat().st_size > 1000 for p in plots)
     assert "## 1. Time per sampling step" in (tmp_path / "b.md").read_text()
@@ -126,4 +138,5 @@ def test_quick_grid_end_to_end_on_tiny(tmp_path):
 def test_cli_rejects_unknown_sections(tmp_path, capsys):
     assert main(["bench", "--quick", "--sections", "step,bogus", "--out", str(tmp_path / "b.json")]) == 2
     assert "unknown sections ['bogus']" in capsys.readouterr().err
-    assert set(SECTIONS) == {"step", "reference", "mfg", "flops", "quantization", "end_to_end"}
+    assert set(SECTIONS) == {"step", "reference", "mfg", "flops", "quantization", "end_to_end",
+                             "compile"}
