@@ -90,6 +90,8 @@ def test_hosting_defaults_are_local_and_private(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
     assert app.parse_args([]).host == "0.0.0.0"
     assert app.parse_args(["--host", "::1", "--port", "7999", "--model", "random:tiny"]).port == 7999
+    assert args.compile is None and app.parse_args(["--compile"]).compile is True  # None: $GENTRON_COMPILE decides
+    assert app.parse_args(["--no-compile"]).compile is False
 
 
 def test_sheets_and_labels():

@@ -33,3 +33,12 @@ def test_compiled_pipeline_samples_like_eager(tmp_path):
 def test_compile_requested_by_flag_else_env(monkeypatch, flag, env, expected):
     monkeypatch.setenv("GENTRON_COMPILE", env)
     assert compile_requested(flag) is expected
+
+
+def test_studio_and_loader_compile_only_when_asked(tiny_pipeline_dir, tmp_path):
+    from gentron.studio import Studio
+
+    compiled = Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path, compile=True).pipeline("none")
+    plain = Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path).pipeline("none")
+    assert compiled.transformer._compiled_call_impl is not None  # compiles lazily, on the first request
+    assert plain.transformer._compiled_call_impl is None
