@@ -111,3 +111,23 @@ def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, c
     again = per_sample_losses(pipe, *heldout_samples(4, 1, 32, 1), seed=1, batch_size=4)
     assert np.allclose(losses["loss"], again["loss"], rtol=1e-4)
     assert summarise_losses(losses)["loss"] == float(losses["loss"].double().mean())
+
+
+def test_compare_evals_pairs_prompts(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compare_evals", Path(__file__).parent.parent / "scripts" / "compare_evals.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = lambda i, kind, ok: {"id": i, "check": {"kind": kind, "correct": ok}}  # noqa: E731
+    base = {f"c{i}": row(f"c{i}", "count", i < 6) for i in range(10)}
+    other = {f"c{i}": row(f"c{i}", "count", 2 <= i < 7) for i in range(10)}  # lost c0, c1; won c6
+    r = mod.paired(base, other, "count")
+    assert (r["n"], r["base"], r["other"], r["lost"], r["won"]) == (10, 60, 50, 2, 1)
+    # per-prompt differences -1, -1, +1 and seven 0: mean -0.1, SD sqrt(0.29), interval 1.96 * SD / sqrt(10)
+    assert r["diff"] == -10 and abs(r["ci95"] - 196 * (0.29 / 10) ** 0.5) < 1e-9
+    same = mod.paired(base, base, "count")
+    assert same["diff"] == 0 and same["ci95"] == 0  # identical runs: no change, no spread
+    assert mod.paired(base, other, "relation") == {"n": 0}

@@ -1,0 +1,52 @@
+"""Two CompBench runs of the same prompts and seeds (e.g. two --quantize modes), compared prompt by prompt:
+per category, the change in "correct" with its 95% interval from the paired differences, and how many
+prompts were lost and won. Paired, because both runs drew the same prompts and noise.
+
+    python scripts/compare_evals.py runs/quant4_none runs/quant4_bnb4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+
+def load(folder: Path) -> dict[str, dict]:
+    return {r["id"]: r for r in json.loads((folder / "results.json").read_text())["results"]}
+
+
+def paired(base: dict[str, dict], other: dict[str, dict], category: str) -> dict[str, float]:
+    """Difference in percentage points of correct (other - base) over the prompts both runs have."""
+    ids = [i for i, r in base.items() if r["check"]["kind"] == category and i in other]
+    if not ids:
+        return {"n": 0}
+    a = [bool(base[i]["check"]["correct"]) for i in ids]
+    b = [bool(other[i]["check"]["correct"]) for i in ids]
+    lost = sum(x and not y for x, y in zip(a, b))
+    won = sum(y and not x for x, y in zip(a, b))
+    n = len(ids)
+    diff = (won - lost) / n
+    se = math.sqrt(max(lost + won - (won - lost) ** 2 / n, 0.0)) / n  # SD of per-prompt differences / sqrt(n)
+    return {"n": n, "base": 100 * sum(a) / n, "other": 100 * sum(b) / n, "diff": 100 * diff,
+            "ci95": 196 * se, "lost": lost, "won": won}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("base", type=Path)
+    p.add_argument("other", type=Path)
+    args = p.parse_args()
+    base, other = load(args.base), load(args.other)
+    categories = sorted({r["check"]["kind"] for r in base.values()})
+    print(f"| category | n | {args.base.name} | {args.other.name} | change (95%) | lost | won |")
+    print("|---|---|---|---|---|---|---|")
+    for c in categories:
+        r = paired(base, other, c)
+        if r["n"]:
+            print(f"| {c} | {r['n']} | {r['base']:.0f} | {r['other']:.0f} | {r['diff']:+.0f} ± {r['ci95']:.0f} | "
+                  f"{r['lost']} | {r['won']} |")
+
+
+if __name__ == "__main__":
+    main()
