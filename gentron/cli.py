@@ -29,6 +29,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    "random:PRESET for an explicitly random one")
     p.add_argument("--quantize", default=None, help="none, bf16, int8, int8-dynamic, bnb8 or bnb4 (default: bf16 "
                    "where the device multiplies bf16 natively, else none)")
+    p.add_argument("--quantize-text", default=None, help="the text towers' mode when it should differ from "
+                   "--quantize's, e.g. --quantize bnb4 --quantize-text bnb8 (default: the same)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer: pays when many samples "
                    "share a shape (40-50 s per new shape on a 2-core CPU; see gentron.compilation)")
@@ -45,7 +47,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--out-dir is required with --prompts-file")
     jobs = _read_jobs(args) if args.prompts_file else [
         dict(prompt=args.prompt, out=args.out, frames=(1 if args.out.lower().endswith(".png") else 8) if args.frames is None else args.frames)]
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile)  # once, for every job
+    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)  # once, for every job
     for line in run_jobs(pipe, jobs, args):
         print(json.dumps(line), flush=True)
     return 0
@@ -62,7 +64,8 @@ def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
                    text_guidance=job.get("text_guidance", args.text_guidance),
                    motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
                    sampler=args.scheduler)
-        settings = {**out.settings[0], "quantize": args.quantize, "fps": args.fps}
+        settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": getattr(args, "quantize_text", None) or args.quantize,
+                    "fps": args.fps}
         path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)
         yield {**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}
 
@@ -98,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.suite == "loss":
         from .evaluation.heldout_loss import run_heldout_loss
 
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile)
+        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
         result = run_heldout_loss(pipe, Path(args.out_dir), args.n_images, args.n_videos, args.seed, args.resolution)
         for kind in ("images", "videos"):
             if kind in result:
@@ -111,7 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not args.clip:
             raise ValueError("--suite quality needs --clip: a local CLIPModel folder (or cached hub id) to judge with")
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile)
+        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
         result = run_quality(pipe, Path(args.out_dir), args, args.clip, args.n_images, args.seed, args.real_dir,
                              args.fid_features, args.inception_weights)
         print(f"CLIP score {result['clip_score']:.2f}  FID ({args.fid_features}) {result['fid']:.3f}  "
@@ -121,12 +124,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .evaluation.sweep import parse_values, run_sweep
 
         values = parse_values(args.values, args.suite)
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile)
+        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
         run_sweep(pipe, Path(args.out_dir), args, args.suite, values, args.n_images, args.n_videos, args.seed,
                   args.split)
         print((Path(args.out_dir) / "sweep.md").read_text(), end="")
         return 0
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile)
+    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
     summary = run_compbench(pipe, Path(args.out_dir), args, args.n_images, args.n_videos, args.seed, args.split)
     print(markdown_table(summary["table"]))
     return 0

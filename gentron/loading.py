@@ -66,9 +66,12 @@ def _check_safetensors(path: Path) -> None:
         raise ModelLoadError(f"{path} is truncated: its tensors need {8 + n + end} bytes, the file has {size}")
 
 
-def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none", compile: bool = False):
+def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none", compile: bool = False,
+                  quantize_text: str | None = None):
     """Load a GenTronPipeline. ``model``: a folder, a hub id, ``random:PRESET``, or None (built-in).
-    ``compile``: torch.compile the transformer after quantizing (gentron.compilation: pays for servers)."""
+    ``quantize``: the mode of the transformer, and of the text towers unless ``quantize_text`` names
+    another (T5-XXL is the part full-size users most need to shrink; 4-bit towers cost the built-in
+    model counts). ``compile``: torch.compile the transformer after quantizing (gentron.compilation)."""
     from .pipeline import GenTronPipeline
 
     name = resolve_model(model)
@@ -90,10 +93,16 @@ def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str =
         except Exception as e:  # the loaders' own messages, with the model named
             raise ModelLoadError(f"could not load model {name}: {type(e).__name__}: {e}") from e
     pipe = pipe.to(device)
-    if quantize != "none":
-        from .quantization import quantize_pipeline
+    text_mode = quantize if quantize_text is None else quantize_text
+    if quantize != "none" or text_mode != "none":
+        from .quantization import TEXT_PARTS, check_mode, quantize_pipeline
 
-        quantize_pipeline(pipe, quantize)
+        try:
+            check_mode(text_mode)  # both checked before either is applied
+        except ValueError as e:
+            raise ValueError(f"quantize_text: {e}") from None
+        quantize_pipeline(pipe, quantize, ("transformer",))
+        quantize_pipeline(pipe, text_mode, TEXT_PARTS)
     if compile:
         from .compilation import compile_pipeline
 

@@ -1,6 +1,7 @@
 """Precision and weight quantization: one switch for the engine, the CLI and the app.
 
-Modes (each applies to the transformer and the text towers, or to the parts you name):
+Modes (each applies to the transformer and the text towers, or to the parts you name; ``load_pipeline``'s
+``quantize_text`` and the CLI's ``--quantize-text`` give the towers a mode of their own):
 - ``none``: fp32 weights.
 - ``bf16``: bf16 weights; on CPUs with AMX the bf16 matmul is about 3.5x the fp32 one.
 - ``int8``: torchao int8 weight-only; ``int8-dynamic``: torchao int8 weights and activations.

@@ -47,9 +47,11 @@ def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     jobs.write_text('{"id": "img", "prompt": "a blue square"}\n{"id": "vid", "prompt": "a red star spinning", '
                     '"frames": 2}\n')
     assert main(["generate", "--prompts-file", str(jobs), "--out-dir", str(tmp_path / "o"), "--model",
-                 str(tiny_pipeline_dir), "--resolution", "32", "--steps", "2"]) == 0
+                 str(tiny_pipeline_dir), "--resolution", "32", "--steps", "2", "--quantize", "bf16",
+                 "--quantize-text", "none"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["id"] for x in lines] == ["img", "vid"]
+    assert (lines[0]["quantize"], lines[0]["quantize_text"]) == ("bf16", "none")
     assert (tmp_path / "o" / "img.png").exists() and (tmp_path / "o" / "vid.mp4").exists()
 
 
@@ -71,6 +73,7 @@ def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     (["--prompt", "a red circle", "--out", "x.png", "--seed", "4294967296"], "seed must be an integer from 0"),
     (["--prompt", "a red circle", "--out", "x.png", "--resolution", "4096"], "height must be"),
     (["--prompt", "a red circle", "--out", "x.png", "--quantize", "int3"], "quantize must be one of"),
+    (["--prompt", "a red circle", "--out", "x.png", "--quantize-text", "int3"], "quantize_text: quantize must be"),
     (["--prompt", "a red circle", "--out", "x.png", "--model", "/nonexistent/model"], "does not exist"),
 ])
 def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, capsys, argv, match, monkeypatch):

@@ -142,3 +142,17 @@ def test_layers_the_class_keeps_in_fp32_stay_full_precision(mode):
                            for n in linears if n.endswith(".wo"))
     assert all(t is not torch.nn.Linear or type(encoder.get_submodule(n).weight) is not torch.nn.Parameter
                for n, t in linears.items() if not n.endswith(".wo"))
+
+
+def test_text_towers_take_their_own_mode(tiny_pipeline_dir):
+    from gentron.loading import load_pipeline
+
+    plain = load_pipeline(str(tiny_pipeline_dir))
+    split = load_pipeline(str(tiny_pipeline_dir), quantize="bf16", quantize_text="none")
+    assert split.transformer.dtype == torch.bfloat16
+    for part in ("text_encoder", "text_encoder_2"):
+        assert weight_bytes(getattr(split, part)) == weight_bytes(getattr(plain, part))  # towers left as they were
+    towers_only = load_pipeline(str(tiny_pipeline_dir), quantize="none", quantize_text="bf16")
+    assert towers_only.transformer.dtype == torch.float32 and towers_only.text_encoder.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="quantize_text: quantize must be one of"):
+        load_pipeline(str(tiny_pipeline_dir), quantize="bf16", quantize_text="fp3")
