@@ -384,21 +384,34 @@ def reference_forward(ref: nn.Module, shape: Shape, x: torch.Tensor, t: torch.Te
     return lambda: ref(x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
 
 
+def has_reference(preset: str) -> bool:
+    """PixArt's and Latte's MLP is 4x their width: only presets like that have a like-for-like reference."""
+    cfg = get_preset(preset)
+    return cfg.mlp_hidden_size == 4 * cfg.hidden_size
+
+
+def reference_setup(model: GenTronTransformer, shape: Shape,
+                    device: torch.device) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """The reference built like ``model`` (bf16), and the stacked batch both take: (x, t, text, mask,
+    motion), every sample moving since Latte has no motion-free mask. ``model(*args)`` is ours;
+    ``reference_forward(ref, shape, *args[:4])`` is theirs."""
+    x, t, text, mask = stacked_inputs(step_inputs(model.cfg, shape, device), shape)
+    motion = torch.ones(x.shape[0], dtype=torch.bool, device=device)
+    return nn.Module.to(build_reference(model.cfg, shape), device, torch.bfloat16), (x, t, text, mask, motion)
+
+
 def bench_references(grid: BenchGrid, models: Models, device: torch.device,
                      log: Callable[[str], None]) -> list[dict]:
     rows = []
     for preset in grid.presets:
-        if get_preset(preset).mlp_hidden_size != 4 * get_preset(preset).hidden_size:
+        if not has_reference(preset):
             log(f"reference: {preset} skipped, its MLP is not 4x its width as PixArt's and Latte's are")
             continue
         for shape in grid.reference_shapes():
             model = models.for_shape(preset, shape)
-            inp = step_inputs(model.cfg, shape, device)
-            x, t, text, mask = stacked_inputs(inp, shape)
-            motion = torch.ones(x.shape[0], dtype=torch.bool, device=device)  # Latte has no motion-free mask
-            ours = lambda: model(x, t, text, mask, motion)  # noqa: E731
-            ref = nn.Module.to(build_reference(model.cfg, shape), device, torch.bfloat16)
-            theirs = reference_forward(ref, shape, x, t, text, mask)
+            ref, args = reference_setup(model, shape, device)
+            ours = lambda: model(*args)  # noqa: E731
+            theirs = reference_forward(ref, shape, *args[:4])
             ours_flops, their_flops = counted_flops(ours), counted_flops(theirs)  # these runs count as one warm-up
             res = compare_seconds({"ours": ours, "theirs": theirs}, grid.repeats, max(0, grid.warmup - 1), device)
             ratio = res["ours"][0] / res["theirs"][0]
@@ -599,18 +612,14 @@ def bench_compile(grid: BenchGrid, models: Models, device: torch.device, pipe: A
 
     rows = []
     for preset in grid.presets:
-        if get_preset(preset).mlp_hidden_size != 4 * get_preset(preset).hidden_size:
+        if not has_reference(preset):
             continue  # no reference to compare with (section 2 says the same)
         for shape in (Shape("image", grid.resolutions[0]), Shape("video", grid.resolutions[0], grid.frames[0])):
             model = models.for_shape(preset, shape)
-            inp = step_inputs(model.cfg, shape, device)
-            x, t, text, mask = stacked_inputs(inp, shape)
-            motion = torch.ones(x.shape[0], dtype=torch.bool, device=device)
-            ref = nn.Module.to(build_reference(model.cfg, shape), device, torch.bfloat16)
+            ref, args = reference_setup(model, shape, device)
             ours_c, ref_c = compile_transformer(copy.deepcopy(model)), compile_transformer(copy.deepcopy(ref))
-            fns = {"ours": lambda: model(x, t, text, mask, motion), "theirs": reference_forward(ref, shape, x, t, text, mask),
-                   "ours_compiled": lambda: ours_c(x, t, text, mask, motion),
-                   "theirs_compiled": reference_forward(ref_c, shape, x, t, text, mask)}
+            fns = {"ours": lambda: model(*args), "theirs": reference_forward(ref, shape, *args[:4]),
+                   "ours_compiled": lambda: ours_c(*args), "theirs_compiled": reference_forward(ref_c, shape, *args[:4])}
             compile_s = {k: _first_call_s(fns[k]) for k in ("ours_compiled", "theirs_compiled")}
             res = compare_seconds(fns, grid.repeats, grid.warmup, device)
             ms = {k: v[0] * 1e3 for k, v in res.items()}

@@ -64,7 +64,7 @@ def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
                    text_guidance=job.get("text_guidance", args.text_guidance),
                    motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
                    sampler=args.scheduler)
-        settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": getattr(args, "quantize_text", None) or args.quantize,
+        settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": args.quantize_text or args.quantize,
                     "fps": args.fps}
         path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)
         yield {**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}
