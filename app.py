@@ -57,7 +57,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             dice = gr.Button("Random seed", scale=1)
                         resolution = gr.Dropdown(**size, elem_id="resolution")
                         with gr.Row(visible=start_mode == "video") as video_settings:
-                            frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames")
+                            frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames", elem_id="frames")
                             fps = gr.Slider(1, 24, value=4, step=1, label="Frames per second")
                         steps = gr.Slider(1, 200, value=25, step=1, precision=0, label="Steps", elem_id="steps")
                         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="dpm++", label="Sampler")
@@ -66,7 +66,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                     gr.Examples([[m if video_ok else "image", p] for m, p in EXAMPLES], inputs=[mode, prompt],
                                 label="Shapes World prompts", cache_examples=False)
                 with gr.Column(scale=3):
-                    status = gr.Markdown("Ready.", label="status")
+                    status = gr.Markdown("Ready.", label="status", elem_id="status")
                     preview = gr.Image(label="Preview: the current clean estimate", format="png", interactive=False,
                                        elem_id="preview")
                     result_video = gr.Video(label="Result", format="mp4", autoplay=True, loop=True, interactive=False,

@@ -4,6 +4,7 @@ Needs the ``playwright`` package and Debian's Chromium at /usr/bin/chromium (.ci
 installs both); skipped otherwise. GENTRON_SCREENSHOT=1 also saves assets/screenshot.png.
 """
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -76,12 +77,21 @@ def test_generate_in_the_browser_plays_a_video(page):
 
 @pytest.mark.slow
 def test_stop_in_the_browser_leaves_the_app_ready(page):
-    steps = page.locator("#steps input[type=number]")  # the slider's number box
-    steps.fill("200")
-    steps.press("Enter")
+    # a long run (200 steps of 32 frames: about 15 s on 2 cores), so that Stop lands mid-run; each slider is
+    # checked to hold its new value first, since a run left at 25 steps could end before Stop arrives
+    for elem_id, value in (("steps", 200), ("frames", 32)):
+        box = page.locator(f"#{elem_id} input[type=number]")  # the slider's number box
+        box.fill(str(value))
+        box.press("Enter")
+        page.wait_for_function(f"() => document.querySelector('#{elem_id} input[type=range]').value === '{value}'",
+                               timeout=10_000)
     page.locator("#resolution input").click()
     page.get_by_role("option", name="64", exact=True).click()
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function("() => document.body.innerText.includes('Step ')", timeout=60_000)
     page.get_by_role("button", name="Stop", exact=True).first.click()
-    page.wait_for_function("() => document.body.innerText.includes('Ready for the next run')", timeout=30_000)
+    page.wait_for_function("() => /Ready for the next run|Done:/.test(document.body.innerText)", timeout=60_000)
+    status = page.locator("#status").inner_text()
+    stopped = re.search(r"Stopped at step (\d+) of 200\. Ready for the next run\.", status)
+    assert stopped is not None, f"the run was not stopped: {status!r}"
+    assert 0 < int(stopped.group(1)) < 200
