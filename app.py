@@ -22,6 +22,7 @@ from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES
 
 MODEL_QUEUE = "gentron-model"  # every event that runs the model shares this one slot
 TITLE = "GenTron Studio"
+SAME_PRECISION = "same as the transformer"  # the text encoders' choice that follows the transformer's
 
 
 def build_demo(studio: Studio) -> gr.Blocks:
@@ -63,6 +64,10 @@ def build_demo(studio: Studio) -> gr.Blocks:
                         sampler = gr.Dropdown(list(SAMPLER_NAMES), value="dpm++", label="Sampler")
                         precision = gr.Dropdown(list(info.precisions), value=studio.precision,
                                                 label="Precision / quantization (changing it reloads the model)")
+                        text_precision = gr.Dropdown(
+                            [SAME_PRECISION, *info.precisions], value=SAME_PRECISION,
+                            label="Text encoders' precision (T5-XXL is the part to shrink; with bnb4 above, bnb8 "
+                            "here keeps counts right)")
                     gr.Examples([[m if video_ok else "image", p] for m, p in EXAMPLES], inputs=[mode, prompt],
                                 label="Shapes World prompts", cache_examples=False)
                 with gr.Column(scale=3):
@@ -129,7 +134,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
         light = dict(queue=False, api_visibility="private")
         gr.on([run.click, prompt.submit], gpu(ui.generate),
               [mode, prompt, negative, frames, fps, resolution, steps, text_guidance, motion_guidance, seed, sampler,
-               precision],
+               precision, text_precision],
               [status, preview, result_image, result_video, files, settings, seed],
               api_name="ui_generate", api_visibility="private", show_progress_on=[result_video, result_image], **model)
         stop.click(ui.stop, None, status, **light)
@@ -162,15 +167,18 @@ class Handlers:
 
     def generate(self, mode: str, prompt: str, negative_prompt: str, frames: int, fps: float, resolution: int,
                  steps: int, text_guidance: float, motion_guidance: float, seed: int | None, sampler: str,
-                 precision: str, request: gr.Request = None, progress=gr.Progress()):
+                 precision: str, text_precision: str = SAME_PRECISION, request: gr.Request = None,
+                 progress=gr.Progress()):
         video = mode == "video"
         seed = random_seed() if seed is None else seed
-        if precision != self.studio.precision:
-            yield f"Loading the model at precision {precision}…", *[gr.skip()] * 6
+        text_precision = None if text_precision == SAME_PRECISION else text_precision
+        if (precision, text_precision or precision) != (self.studio.precision, self.studio.text_precision):
+            towers = f" (text encoders {text_precision})" if text_precision not in (None, precision) else ""
+            yield f"Loading the model at precision {precision}{towers}…", *[gr.skip()] * 6
         updates = _engine(self.studio.generate, prompt=prompt, negative_prompt=negative_prompt,
                           frames=frames if video else 1, resolution=resolution, steps=steps,
                           text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed, sampler=sampler,
-                          fps=fps, precision=precision, key=_key(request))
+                          fps=fps, precision=precision, text_precision=text_precision, key=_key(request))
         last = None
         for last in updates:
             progress((last.step, last.total), desc="sampling", unit="steps")

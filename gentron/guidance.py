@@ -12,11 +12,11 @@ forward, and a zero weight (λM = 1, λT = 1, …) costs nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
-Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, torch.Tensor, Any, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,25 @@ def guidance_weights(text_scale: float, motion_scales: list[float] | None) -> tu
     return [branches[i] for i in keep], weights[keep]
 
 
-def guided_noise(model: Denoiser, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor],
-                 uncond: tuple[torch.Tensor, torch.Tensor], branches: list[Branch],
-                 weights: torch.Tensor) -> torch.Tensor:
-    """Run every branch in one forward over a stacked batch and combine them by their weights.
+def stack_branches(cond: tuple[torch.Tensor, torch.Tensor], uncond: tuple[torch.Tensor, torch.Tensor],
+                   branches: list[Branch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The text of every branch stacked in branch order, as ``guided_noise``'s batched forward takes it.
 
-    x: (B, C, F, H, W); cond/uncond: (embeddings (B, L, D), mask (B, L)) padded to the same L;
-    weights: (n_branches, B) or (n_branches, 1).
-    """
-    b, n = x.shape[0], len(branches)
+    cond/uncond: (embeddings (B, L, D), mask (B, L)) padded to the same L -> ((n·B, L, D), (n·B, L)).
+    The same at every step: a sampler stacks (and may prepare) it once per request."""
     text = torch.cat([(cond if br.conditional else uncond)[0] for br in branches])
     mask = torch.cat([(cond if br.conditional else uncond)[1] for br in branches])
+    return text, mask
+
+
+def guided_noise(model: Denoiser, x: torch.Tensor, t: torch.Tensor, text: Any, mask: torch.Tensor | None,
+                 branches: list[Branch], weights: torch.Tensor) -> torch.Tensor:
+    """Run every branch in one forward over a stacked batch and combine them by their weights.
+
+    x: (B, C, F, H, W); text, mask: from ``stack_branches`` (or text in any form the model takes, such as
+    GenTronTransformer's prepared TextContext, with mask None); weights: (n_branches, B) or (n_branches, 1).
+    """
+    b, n = x.shape[0], len(branches)
     motion = torch.tensor([br.motion for br in branches], device=x.device).repeat_interleave(b)
     eps = model(x.repeat(n, *([1] * (x.dim() - 1))), t.expand(b).repeat(n), text, mask, motion)
     eps = eps.float().view(n, b, *eps.shape[1:])

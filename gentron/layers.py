@@ -40,11 +40,18 @@ class Attention(nn.Module):
             self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None):
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention's keys and values of ``context`` (B, L, D), each (B, heads, L, head_dim). They depend on
+        the text alone, so a sampler computes them once per request and passes them as ``context``."""
+        k, v = rearrange(self.kv(context), "b n (two h d) -> two b h n d", two=2, h=self.num_heads).unbind(0)
+        return k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None):
         h = self.num_heads
-        if self.is_cross:
+        if self.is_cross:  # context: the text tokens, or their (keys, values) from keys_values
             q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)
-            k, v = rearrange(self.kv(context), "b n (two h d) -> two b h n d", two=2, h=h).unbind(0)
+            k, v = context if isinstance(context, tuple) else self.keys_values(context)
         else:  # one rearrange for all three: einops' per-call overhead adds up over 25 steps x blocks
             q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h).unbind(0)
         # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training

@@ -6,6 +6,7 @@ network is a pure noise predictor; the schedule, the loss and guidance live else
 from __future__ import annotations
 
 from dataclasses import asdict, replace
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -16,6 +17,16 @@ from torch import nn
 
 from .config import GenTronConfig, get_preset
 from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, sincos_1d, sincos_2d
+
+
+class TextContext(NamedTuple):
+    """The text's share of a forward, the same at every sampling step. ``prepare_text`` computes it once per
+    request and every step's forward takes it as ``text``: the caption projection and each block's cross-attention
+    keys and values then cost nothing per step."""
+
+    tokens: torch.Tensor  # (B, L, D) projected caption tokens
+    mask: torch.Tensor  # (B, 1, 1, L) bool, True where a token may be attended
+    keys_values: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per block (k, v), each (B, heads, L, head_dim)
 
 
 class GenTronBlock(nn.Module):
@@ -46,7 +57,8 @@ class GenTronBlock(nn.Module):
         return (self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)).chunk(6, dim=1)
 
     def forward(self, x, c, text, text_mask, frames, frame_pos, motion):
-        # x: ((B F), N, D) tokens; c: (B F) conditioning; text: (B, L, D); text_mask: (B, 1, 1, L)
+        # x: ((B F), N, D) tokens; c: (B F) conditioning; text: (B, L, D), or this block's cross-attention (k, v);
+        # text_mask: (B, 1, 1, L)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.modulation(c)
         x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
         if self.temporal is not None:
@@ -146,12 +158,13 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         self,
         latents: torch.Tensor,
         timestep: torch.Tensor,
-        text: torch.Tensor,
+        text: torch.Tensor | TextContext,
         text_mask: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """latents (B, C, F, H, W) or (B, C, H, W); timestep (B,); text (B, L, text_dim);
-        text_mask (B, L), True/1 on real tokens; motion (B,) bool, False = identity temporal mask.
+        """latents (B, C, F, H, W) or (B, C, H, W); timestep (B,); text (B, L, text_dim), or the TextContext of
+        ``prepare_text`` (then text_mask=None); text_mask (B, L), True/1 on real tokens; motion (B,) bool,
+        False = identity temporal mask.
         Returns the predicted noise, shaped like ``latents``."""
         image_input = latents.dim() == 4
         if image_input:
@@ -168,24 +181,24 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         # make every later add strided and every linear copy its input (measured: 2x PixArt's copies and adds)
         x = (rearrange(x, "bf d gh gw -> bf (gh gw) d") + pos.to(x.dtype)).contiguous()  # (BF, N, D)
 
-        if text_mask is None:
-            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
-        text_mask = text_mask.bool()
-        text = self.text_proj(text.to(dtype))  # (B, L, D)
+        if not isinstance(text, TextContext):
+            text = self.prepare_text(text, text_mask, keys_values=False)
+        elif text_mask is not None:
+            raise ValueError("a TextContext carries its own mask: pass text_mask=None with it")
         t = self.t_embedder(timestep.expand(b) if timestep.dim() == 0 else timestep)  # (B, D)
         c = t
         if cfg.text_conditioning == "adaln_zero":
-            m = text_mask.unsqueeze(-1).to(text.dtype)
-            c = c + self.pooled_text_embedder((text * m).sum(1) / m.sum(1).clamp(min=1))
+            m = text.mask[:, 0, 0, :, None].to(text.tokens.dtype)
+            c = c + self.pooled_text_embedder((text.tokens * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
         c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
         frame_pos = sincos_1d(cfg.hidden_size, torch.arange(f, device=x.device)).to(x.dtype)
-        attn_mask = text_mask[:, None, None, :]  # (B, 1, 1, L): True where a token may be attended
 
-        for block in self.blocks:
-            args = (x, c_blocks, text, attn_mask, f, frame_pos, motion)
+        for i, block in enumerate(self.blocks):
+            kv = text.keys_values[i] if text.keys_values else text.tokens
+            args = (x, c_blocks, kv, text.mask, f, frame_pos, motion)
             if block.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
@@ -198,6 +211,20 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (BF, N, p*p*C)
         out = rearrange(x, "(b f) (gh gw) (p q c) -> b c f (gh p) (gw q)", f=f, gh=gh, p=p, q=p)
         return out[:, :, 0] if image_input else out
+
+    def prepare_text(self, text: torch.Tensor, text_mask: torch.Tensor | None = None,
+                     keys_values: bool = True) -> TextContext:
+        """text (B, L, text_dim) and its mask (B, L) -> the TextContext every sampling step of a request shares.
+
+        ``keys_values=False`` leaves each block's keys and values to the block itself: training does that, so
+        that a block sharded by FSDP computes them inside its own forward, where its weights are gathered."""
+        if text_mask is None:
+            text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
+        tokens = self.text_proj(text.to(self.x_embedder.weight.dtype))  # (B, L, D)
+        kv = ()
+        if keys_values and self.cfg.text_conditioning == "cross_attention":
+            kv = tuple(block.cross.keys_values(tokens) for block in self.blocks)
+        return TextContext(tokens, text_mask.bool()[:, None, None, :], kv)
 
     def to_video(self) -> "GenTronTransformer":
         """A text-to-video copy of this image model: same weights, plus zero-output temporal layers."""

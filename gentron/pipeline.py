@@ -17,7 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .diffusion import SAMPLERS, make_scheduler
-from .guidance import guidance_weights, guided_noise
+from .guidance import guidance_weights, guided_noise, stack_branches
 from .model import GenTronTransformer
 from .text import TextTower, count_tokens, encode_text
 
@@ -152,6 +152,8 @@ class GenTronPipeline(DiffusionPipeline):
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
         branches, weights = guidance_weights(float(text_guidance), lm if frames > 1 else None)
+        # the caption projection and every block's text keys/values: once per request, not once per step
+        text = self.transformer.prepare_text(*stack_branches(cond, uncond, branches))
 
         scheduler = make_scheduler(sampler, dict(self.scheduler.config))
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -169,7 +171,7 @@ class GenTronPipeline(DiffusionPipeline):
             if should_stop is not None and should_stop():
                 raise Interrupted(f"stopped at step {i} of {total}")
             x_in = scheduler.scale_model_input(latents, t)
-            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), cond, uncond, branches, weights)
+            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), text, None, branches, weights)
             latents = scheduler.step(eps, t, latents).prev_sample
             if callback is not None:
                 preview = None

@@ -209,7 +209,7 @@ class Studio:
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.max_runs, self.max_age_s = max_runs, max_age_s
         self._pipe = None
-        self._pipe_precision: str | None = None
+        self._pipe_modes: tuple[str, str] | None = None  # (transformer, text towers) of the loaded pipeline
         self._precisions: list[str] | None = None
         self.model_name = str(model)  # what was loaded, once it is
         self._load_lock = threading.Lock()
@@ -218,29 +218,39 @@ class Studio:
         self.last_outcome: tuple[str, int, int] | None = None  # ("done" | "stopped" | "error", step, total)
 
     # ---- the model ------------------------------------------------------------------------------
-    def pipeline(self, precision: str | None = None):
-        """The loaded pipeline at ``precision`` (None: the loaded one, else the device's default); loads it on
-        first use (or when the precision changes)."""
+    def pipeline(self, precision: str | None = None, text_precision: str | None = None):
+        """The loaded pipeline with its transformer at ``precision`` and its text towers at ``text_precision``
+        (None: the same as the transformer); neither given: the loaded one, else the device's default. Loads it
+        on first use, and again when either changes."""
+        if precision is None and text_precision is None:
+            precision, text_precision = self.precision, self.text_precision
         precision = precision or self.precision
+        text_precision = text_precision or precision
         with self._load_lock:
-            if self._pipe is None or self._pipe_precision != precision:
-                if precision not in self.precisions():
-                    raise ValueError(f"precision must be one of {self.precisions()}, got {precision!r}")
+            if self._pipe is None or self._pipe_modes != (precision, text_precision):
+                for name, mode in (("precision", precision), ("text_precision", text_precision)):
+                    if mode not in self.precisions():
+                        raise ValueError(f"{name} must be one of {self.precisions()}, got {mode!r}")
                 self._pipe = None  # let the old one go before loading the next
-                self._pipe = self._load(precision)
-                self._pipe_precision = precision
+                self._pipe = self._load(precision, text_precision)
+                self._pipe_modes = (precision, text_precision)
             return self._pipe
 
-    def _load(self, precision: str):
+    def _load(self, precision: str, text_precision: str):
         import torch
 
         from .loading import load_pipeline, resolve_model
 
         self.model_name = resolve_model(self.model)
-        if precision == "none" or self._has_quantization():
-            return load_pipeline(self.model, self.resolved_device, precision, compile=self.compile)
-        pipe = load_pipeline(self.model, self.resolved_device, "none", compile=self.compile)  # "bf16" without gentron.quantization:
-        torch.nn.Module.to(pipe.transformer, torch.bfloat16)  # the transformer casts its inputs itself
+        if self._has_quantization():
+            return load_pipeline(self.model, self.resolved_device, precision, compile=self.compile,
+                                 quantize_text=text_precision)
+        # without gentron.quantization the modes are "none" and "bf16": a plain cast
+        pipe = load_pipeline(self.model, self.resolved_device, "none", compile=self.compile)
+        for part, mode in (("transformer", precision), ("text_encoder", text_precision),
+                           ("text_encoder_2", text_precision)):
+            if mode == "bf16" and getattr(pipe, part, None) is not None:
+                torch.nn.Module.to(getattr(pipe, part), torch.bfloat16)  # each casts its inputs itself
         return pipe
 
     @staticmethod
@@ -253,15 +263,21 @@ class Studio:
 
     @property
     def precision(self) -> str:
-        """The precision of the loaded pipeline; before any, the device's default (gentron.quantization)."""
-        if self._pipe_precision:
-            return self._pipe_precision
+        """The transformer's precision in the loaded pipeline; before any, the device's default
+        (gentron.quantization)."""
+        if self._pipe_modes:
+            return self._pipe_modes[0]
         try:
             from .quantization import default_mode
         except ImportError:
             return "none"
         mode = default_mode(self.resolved_device)
         return mode if mode in self.precisions() else "none"
+
+    @property
+    def text_precision(self) -> str:
+        """The text towers' precision in the loaded pipeline; before any, the same as ``precision``."""
+        return self._pipe_modes[1] if self._pipe_modes else self.precision
 
     @property
     def resolved_device(self) -> str:
@@ -278,7 +294,7 @@ class Studio:
 
     def info(self) -> ModelInfo:
         """What the loaded model can do (loads it if needed)."""
-        pipe = self.pipeline(self.precision)
+        pipe = self.pipeline(self.precision, self.text_precision)
         m, d = pipe.size_multiple, pipe.default_resolution
         sizes = sorted({s for s in (d, 2 * d) if s % m == 0 and s <= 2048} or {d})
         return ModelInfo(name=self.model_name, temporal=bool(pipe.transformer.config.temporal),
@@ -289,13 +305,15 @@ class Studio:
     def generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
                  steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int | None = 0,
                  sampler: str = "dpm++", fps: float = 4.0, precision: str | None = None,
-                 key: str = "default") -> Iterator[Update]:
+                 text_precision: str | None = None, key: str = "default") -> Iterator[Update]:
         """One image (frames=1, a PNG) or video (an MP4), streamed as updates.
 
         Raises ValueError (the engine's message) for bad input and ``Interrupted`` after ``stop(key)``.
-        ``precision`` None keeps the loaded one; another reloads the model at that precision.
+        ``precision`` (the transformer's) None keeps the loaded one, another reloads the model at that precision;
+        ``text_precision`` (the text towers') None follows ``precision``.
         """
         precision = precision or self.precision
+        text_precision = text_precision or precision
         call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
                     resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,
                     motion_guidance=motion_guidance, seed=_as_int(seed), sampler=sampler)
@@ -305,7 +323,7 @@ class Studio:
             from .export import save_result
 
             settings = {**out.settings[0], "model": self.model_name, "fps": fps, "precision": precision,
-                        "seconds": round(out.seconds, 3)}
+                        "text_precision": text_precision, "seconds": round(out.seconds, 3)}
             if call["frames"] == 1:
                 settings.pop("fps")
             upscale = display_upscale(settings["height"])
@@ -315,14 +333,16 @@ class Studio:
             settings_path = _write_json(folder / f"{name}.json", settings)
             return Result(path, settings, settings_path, [path, settings_path], seconds=out.seconds)
 
-        return self._run(call, precision, key, save)
+        return self._run(call, precision, text_precision, key, save)
 
     def compare(self, prompt: str, motion_guidances: str | list[float] = DEFAULT_MOTION_STRENGTHS,
                 negative_prompt: str = "", frames: int = 8, resolution: int | None = None, steps: int = 25,
                 text_guidance: float = 7.5, seed: int | None = 0, sampler: str = "dpm++", fps: float = 4.0,
-                precision: str | None = None, key: str = "default") -> Iterator[Update]:
+                precision: str | None = None, text_precision: str | None = None,
+                key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
         precision = precision or self.precision
+        text_precision = text_precision or precision
         strengths = parse_motion_strengths(motion_guidances)
         call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
                     resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,
@@ -335,7 +355,7 @@ class Studio:
             from .export import save_mp4
 
             settings = {**out.settings[0], "model": self.model_name, "motion_guidance": strengths, "fps": fps,
-                        "precision": precision, "seconds": round(out.seconds, 3)}
+                        "precision": precision, "text_precision": text_precision, "seconds": round(out.seconds, 3)}
             upscale = display_upscale(settings["height"])
             labels = [motion_label(v) for v in strengths]
             name = f"compare-{settings['seed']}"
@@ -347,7 +367,7 @@ class Studio:
             return Result(tiled, settings, settings_path, [tiled, *(p for p, _ in parts), settings_path], parts,
                           out.seconds)
 
-        return self._run(call, precision, key, save)
+        return self._run(call, precision, text_precision, key, save)
 
     def stop(self, key: str = "default") -> bool:
         """Ask the run started under ``key`` to stop before its next step; False if none is running."""
@@ -361,9 +381,10 @@ class Studio:
     def busy(self) -> bool:
         return self._run_lock.locked()
 
-    def _run(self, call: dict, precision: str, key: str, save: Callable[[Any, Path], Result]) -> Iterator[Update]:
+    def _run(self, call: dict, precision: str, text_precision: str, key: str,
+             save: Callable[[Any, Path], Result]) -> Iterator[Update]:
         """Check the input now (errors come before any work), then stream the run (a generator)."""
-        pipe = self.pipeline(precision)
+        pipe = self.pipeline(precision, text_precision)
         size = call.pop("resolution") or pipe.default_resolution
         lm = call["motion_guidance"] if isinstance(call["motion_guidance"], list) else [call["motion_guidance"]]
         pipe.check_inputs(call["prompt"], call["negative_prompt"], call["frames"], size, size, call["steps"],

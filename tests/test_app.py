@@ -21,7 +21,8 @@ from test_model import _randomise  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 VIDEO = dict(mode="video", prompt="a red circle moving right", negative_prompt="", frames=8, fps=4, resolution=32,
-             steps=25, text_guidance=7.5, motion_guidance=1.0, seed=3, sampler="dpm++", precision="none")
+             steps=25, text_guidance=7.5, motion_guidance=1.0, seed=3, sampler="dpm++", precision="none",
+             text_precision=app.SAME_PRECISION)
 COMPARE = dict(prompt="a red circle moving right", negative_prompt="", motion_guidances="0, 1, 2", seed=5, frames=4,
                fps=4, resolution=32, steps=6, text_guidance=7.5, sampler="dpm++")
 
@@ -170,10 +171,26 @@ def test_closing_the_stream_stops_the_run(studio):
     (dict(sampler="plms"), "sampler must be one of"),
     (dict(fps=0), "fps must be a number"),
     (dict(precision="fp8"), "precision must be one of"),
+    (dict(text_precision="fp8"), "text_precision must be one of"),
 ])
 def test_bad_input_raises_gr_error_with_the_engines_message(ui, change, match):
     with pytest.raises(gr.Error, match=match):
         list(ui.generate(**{**VIDEO, **change}))
+
+
+def test_text_encoders_take_their_own_precision(ui, studio):
+    """The app's second precision menu: the towers in bf16 under an fp32 transformer, recorded in the settings;
+    'same' goes back to the transformer's."""
+    import torch
+
+    out = list(ui.generate(**{**VIDEO, "mode": "image", "text_precision": "bf16", "steps": 2}))
+    assert out[0][0] == "Loading the model at precision none (text encoders bf16)…"
+    settings = out[-1][5]
+    assert (settings["precision"], settings["text_precision"]) == ("none", "bf16")
+    pipe = studio.pipeline()
+    assert pipe.text_encoder.dtype == torch.bfloat16 and pipe.transformer.dtype == torch.float32
+    out = list(ui.generate(**{**VIDEO, "mode": "image", "steps": 2}))
+    assert out[-1][5]["text_precision"] == "none" and studio.pipeline().text_encoder.dtype == torch.float32
 
 
 def test_compare_gives_one_labelled_result_per_motion_strength(ui):
@@ -195,7 +212,7 @@ def test_compare_gives_one_labelled_result_per_motion_strength(ui):
 
 def test_old_results_are_cleaned(studio, tmp_path):
     small = Studio(studio.model, device="cpu", outputs_dir=tmp_path, max_runs=2, max_age_s=3600)
-    small._pipe, small._pipe_precision = studio._pipe, studio._pipe_precision  # the loaded model, not a reload
+    small._pipe, small._pipe_modes = studio._pipe, studio._pipe_modes  # the loaded model, not a reload
     paths = [list(small.generate(f"{n} red circles", frames=1, steps=2))[-1].result.path
              for n in ("two", "three", "two")]
     assert len(small.runs()) == 2 and not paths[0].exists() and paths[2].exists()  # bounded count

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from gentron.guidance import Branch, guidance_weights, guided_noise
+from gentron.guidance import Branch, guidance_weights, guided_noise, stack_branches
 from gentron.model import GenTronTransformer
 
 from test_model import _inputs, _randomise
@@ -22,6 +22,16 @@ def _branch(model, x, t, text, motion):
         return model(x, t, text[0], text[1], torch.full((x.shape[0],), motion))
 
 
+def _guided(model, x, t, cond, uncond, branches, weights):
+    """guided_noise on the stacked raw text, checked against the same step on the text prepared once (as the
+    pipeline samples): the prepared keys and values are the ones each block would compute."""
+    text, mask = stack_branches(cond, uncond, branches)
+    raw = guided_noise(model, x, t, text, mask, branches, weights)
+    prepared = guided_noise(model, x, t, model.prepare_text(text, mask), None, branches, weights)
+    assert torch.allclose(prepared, raw, atol=1e-6)
+    return raw
+
+
 @pytest.mark.parametrize("lt,lm", [(7.5, 1.0), (7.5, 1.3), (3.0, 0.0), (1.0, 2.0), (0.0, 0.5)])
 def test_mfg_matches_paper_formula_one_branch_at_a_time(setup, lt, lm):
     model, x, t, cond, uncond = setup
@@ -31,7 +41,7 @@ def test_mfg_matches_paper_formula_one_branch_at_a_time(setup, lt, lm):
     expected = e_u_u + lt * (e_c_m - e_u_m) + lm * (e_u_m - e_u_u)
     branches, weights = guidance_weights(lt, [lm, lm])
     with torch.no_grad():
-        got = guided_noise(model, x, t, cond, uncond, branches, weights)
+        got = _guided(model, x, t, cond, uncond, branches, weights)
     assert torch.allclose(got, expected, atol=1e-5)
 
 
@@ -46,12 +56,12 @@ def test_edge_values_reduce(setup):
     for (lt, lm), expected in cases.items():
         branches, weights = guidance_weights(lt, [lm, lm])
         with torch.no_grad():
-            assert torch.allclose(guided_noise(model, x, t, cond, uncond, branches, weights), expected, atol=1e-5)
+            assert torch.allclose(_guided(model, x, t, cond, uncond, branches, weights), expected, atol=1e-5)
     # λM = 1 is plain CFG with motion, and its motion-free branch is not even run
     branches, weights = guidance_weights(7.5, [1.0])
     assert Branch(False, False) not in branches and len(branches) == 2
     with torch.no_grad():
-        got = guided_noise(model, x, t, cond, uncond, branches, weights)
+        got = _guided(model, x, t, cond, uncond, branches, weights)
     assert torch.allclose(got, e_u_m + 7.5 * (e_c_m - e_u_m), atol=1e-5)
 
 
@@ -61,7 +71,7 @@ def test_cfg_for_images(setup):
     e_c, e_u = _branch(model, x1, t, cond, True), _branch(model, x1, t, uncond, True)
     branches, weights = guidance_weights(4.0, None)
     with torch.no_grad():
-        got = guided_noise(model, x1, t, cond, uncond, branches, weights)
+        got = _guided(model, x1, t, cond, uncond, branches, weights)
     assert torch.allclose(got, e_u + 4.0 * (e_c - e_u), atol=1e-5)
 
 
@@ -70,11 +80,11 @@ def test_per_sample_motion_scales(setup):
     model, x, t, cond, uncond = setup
     branches, weights = guidance_weights(7.5, [0.0, 2.0])
     with torch.no_grad():
-        both = guided_noise(model, x, t, cond, uncond, branches, weights)
+        both = _guided(model, x, t, cond, uncond, branches, weights)
         for i, lm in enumerate((0.0, 2.0)):
             b1, w1 = guidance_weights(7.5, [lm])
-            one = guided_noise(model, x[i:i + 1], t[i:i + 1], (cond[0][i:i + 1], cond[1][i:i + 1]),
-                               (uncond[0][i:i + 1], uncond[1][i:i + 1]), b1, w1)
+            one = _guided(model, x[i:i + 1], t[i:i + 1], (cond[0][i:i + 1], cond[1][i:i + 1]),
+                          (uncond[0][i:i + 1], uncond[1][i:i + 1]), b1, w1)
             assert torch.allclose(both[i:i + 1], one, atol=1e-5)
 
 
@@ -84,6 +94,6 @@ def test_branches_run_as_one_forward(setup):
     handle = model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     branches, weights = guidance_weights(7.5, [1.3, 1.3])
     with torch.no_grad():
-        guided_noise(model, x, t, cond, uncond, branches, weights)
+        guided_noise(model, x, t, *stack_branches(cond, uncond, branches), branches, weights)
     handle.remove()
     assert calls == [3 * x.shape[0]]

@@ -102,6 +102,23 @@ def test_text_padding_mask_polarity():
         assert (base - model(x, t, changed_real, mask)).abs().max() > 1e-4
 
 
+@pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero"])
+def test_text_prepared_once_gives_the_same_noise(text_conditioning):
+    """A sampler prepares the text once per request (caption projection, each block's keys and values); every
+    step's forward on it equals the forward on the raw text, at any timestep and for either motion."""
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True, text_conditioning=text_conditioning))
+    x, t, text, mask = _inputs(f=3)
+    with torch.no_grad():
+        context = model.prepare_text(text, mask)
+        assert len(context.keys_values) == (2 if text_conditioning == "cross_attention" else 0)
+        for step_t in (t, t.flip(0)):
+            for motion in (torch.tensor([True, False]), None):
+                assert torch.allclose(model(x, step_t, context, None, motion), model(x, step_t, text, mask, motion),
+                                      atol=1e-6)
+    with pytest.raises(ValueError, match="text_mask=None"):
+        model(x, t, context, mask)
+
+
 def test_batched_equals_unbatched():
     model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
     x, t, text, mask = _inputs(f=2)
