@@ -12,7 +12,9 @@ Why these settings:
   173 -> 152 ms), and is only valid for inference, which is all the pipeline does. It is a process-wide
   inductor flag, so any other torch.compile in the same process freezes its weights too.
 - ``dynamic=False``: each shape gets kernels specialised to it. A served request has few shapes, and
-  dynamic-shape kernels would give back part of the gain. The recompile limit is raised so that an app
+  dynamic-shape kernels would give back part of the gain. The text is one of those shapes: a compiled
+  pipeline pads every prompt to its towers' ``max_length`` (masked, so the same noise), or each new prompt
+  length would compile anew. The recompile limit is raised so that an app
   serving many shapes (and a benchmark compiling many models) keeps compiling instead of silently
   falling back to eager after the eighth.
 """
@@ -45,6 +47,11 @@ def compile_transformer(module: nn.Module) -> nn.Module:
     torch._inductor.config.freezing = True
     module.compile(dynamic=False)
     return module
+
+
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``compile_transformer`` (``nn.Module.compile``) compiled this module."""
+    return getattr(module, "_compiled_call_impl", None) is not None
 
 
 def compile_pipeline(pipe) -> None:

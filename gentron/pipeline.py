@@ -16,6 +16,7 @@ from diffusers import AutoencoderKL, DiffusionPipeline
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .compilation import is_compiled
 from .diffusion import SAMPLERS, make_scheduler
 from .guidance import guidance_weights, guided_noise, stack_branches
 from .model import GenTronTransformer
@@ -147,7 +148,7 @@ class GenTronPipeline(DiffusionPipeline):
         device = self.transformer.device
 
         # text once per request, shared by every λM of a comparison
-        emb, mask = encode_text(self.towers, [prompt, negative_prompt])
+        emb, mask = encode_text(self.towers, [prompt, negative_prompt], pad_to_max=is_compiled(self.transformer))
         emb, mask = emb.to(device), mask.to(device)
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))

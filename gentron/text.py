@@ -91,18 +91,22 @@ def count_tokens(towers: list[TextTower], prompt: str) -> int:
 
 
 @torch.no_grad()
-def encode_text(towers: list[TextTower], prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_text(towers: list[TextTower], prompts: list[str],
+                pad_to_max: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts -> (embeddings (B, L, sum of tower widths), mask (B, L) bool), towers combined as above.
 
-    Prompts longer than a tower's ``max_length`` raise ValueError (callers check first with
-    ``count_tokens``) rather than being cut silently.
+    Each tower pads to the batch's longest prompt, or with ``pad_to_max`` to its ``max_length``: one L for
+    every prompt, which a compiled transformer needs (each new L would compile anew). Padding is masked, so
+    the noise predicted is the same either way. Prompts longer than a tower's ``max_length`` raise ValueError
+    (callers check first with ``count_tokens``) rather than being cut silently.
     """
     if not towers:
         raise ValueError("no text tower given: the model needs 'clip', 't5' or 'clip+t5'")
     widths = [t.dim for t in towers]
     embs, masks = [], []
     for i, tower in enumerate(towers):
-        batch = tower.tokenizer(prompts, padding="longest", return_tensors="pt")
+        padding = dict(padding="max_length", max_length=tower.max_length) if pad_to_max else dict(padding="longest")
+        batch = tower.tokenizer(prompts, **padding, return_tensors="pt")
         if batch["input_ids"].shape[1] > tower.max_length:
             raise ValueError(f"prompt is {batch['input_ids'].shape[1]} tokens; this model reads at most "
                              f"{tower.max_length}: shorten the prompt")

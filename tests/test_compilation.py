@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
-from gentron.compilation import compile_requested
+from gentron.compilation import compile_requested, is_compiled
 from gentron.factory import build_random_pipeline
 from gentron.loading import load_pipeline
 from gentron.model import GenTronTransformer
@@ -21,11 +22,18 @@ def test_compiled_pipeline_samples_like_eager(tmp_path):
     a = eager("a red circle moving left", **kw).frames
     b = compiled("a red circle moving left", **kw).frames
     assert isinstance(compiled.transformer, GenTronTransformer)  # compiled in place: config, save, device as before
-    assert compiled.transformer._compiled_call_impl is not None
+    assert is_compiled(compiled.transformer) and not is_compiled(eager.transformer)
     for k, v in eager.transformer.state_dict().items():
         assert torch.equal(v, compiled.transformer.state_dict()[k]), k
     assert a.std() > 5  # a real picture of noise, not a constant
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # float reassociation moves a pixel by a level or two
+    # a prompt of another length is the same shape to the compiled model (text padded to the towers' max_length,
+    # masked): no new graph, and still eager's picture
+    graphs = counters["stats"]["unique_graphs"]
+    longer = "two blue squares above a green triangle"
+    c = compiled(longer, **kw).frames
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert np.abs(eager(longer, **kw).frames.astype(int) - c.astype(int)).max() <= 2
 
 
 @pytest.mark.parametrize("flag,env,expected", [(True, "", True), (False, "1", False), (None, "1", True),
@@ -40,5 +48,5 @@ def test_studio_and_loader_compile_only_when_asked(tiny_pipeline_dir, tmp_path):
 
     compiled = Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path, compile=True).pipeline("none")
     plain = Studio(str(tiny_pipeline_dir), device="cpu", outputs_dir=tmp_path).pipeline("none")
-    assert compiled.transformer._compiled_call_impl is not None  # compiles lazily, on the first request
-    assert plain.transformer._compiled_call_impl is None
+    assert is_compiled(compiled.transformer)  # compiles lazily, on the first request
+    assert not is_compiled(plain.transformer)
