@@ -59,7 +59,7 @@ def guided_noise(model: Denoiser, x: torch.Tensor, t: torch.Tensor, text: Any, m
     """Run every branch in one forward over a stacked batch and combine them by their weights.
 
     x: (B, C, F, H, W); text, mask: from ``stack_branches`` (or text in any form the model takes, such as
-    GenTronTransformer's prepared TextContext, with mask None); weights: (n_branches, B) or (n_branches, 1).
+    GenTronTransformer's Prepared request, with mask None); weights: (n_branches, B) or (n_branches, 1).
     """
     b, n = x.shape[0], len(branches)
     motion = torch.tensor([br.motion for br in branches], device=x.device).repeat_interleave(b)

@@ -153,8 +153,6 @@ class GenTronPipeline(DiffusionPipeline):
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
         branches, weights = guidance_weights(float(text_guidance), lm if frames > 1 else None)
-        # the caption projection and every block's text keys/values: once per request, not once per step
-        text = self.transformer.prepare_text(*stack_branches(cond, uncond, branches))
 
         scheduler = make_scheduler(sampler, dict(self.scheduler.config))
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -166,6 +164,9 @@ class GenTronPipeline(DiffusionPipeline):
         latents = torch.randn(shape, generator=generator).expand(batch, -1, -1, -1, -1).to(device)
         latents = latents * scheduler.init_noise_sigma
         alphas = scheduler.alphas_cumprod.to(device)
+        # once per request, not once per step: the caption projection, every block's text keys/values, and every
+        # step's timestep embedding and adaLN modulation
+        text = self.transformer.prepare(*stack_branches(cond, uncond, branches), timesteps=scheduler.timesteps)
 
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from gentron.bench import (SECTIONS, Shape, bench_grid, counted_flops, guided_step, liven, median_seconds,
-                           mfg_batched_vs_separate, peak_memory_bytes, prepare_text_step, run_benchmark, save,
-                           step_inputs, text_flops, transformer_flops, write_markdown)
+                           mfg_batched_vs_separate, peak_memory_bytes, prepare_flops, prepare_step, run_benchmark,
+                           save, step_inputs, transformer_flops, write_markdown)
 from gentron.cli import main
 from gentron.model import GenTronTransformer
 
@@ -51,21 +51,23 @@ def test_flops_by_hand_for_one_linear_and_one_attention():
     d, n, L, m = 32, 4, 3, 64
     flops = transformer_flops(cfg, batch=1, frames=1, grid_h=2, grid_w=2, text_len=L)
     per_block = (n * 4 * d * d + 2 * n * n * d  # spatial attention: qkv + out projections, QKᵀ and AV
-                 + 6 * d * d  # adaLN-Zero modulation, once per frame
                  + n * 2 * d * d + 2 * n * L * d  # cross-attention: q + out, QKᵀ and AV
                  + n * 2 * d * m)  # MLP
-    # patch embedding (4 channels x 2x2), timestep MLP, final modulation, output layer
-    rest = n * 16 * d + (256 * d + d * d) + 2 * d * d + n * d * 16
+    rest = n * 16 * d + n * d * 16  # patch embedding (4 channels x 2x2), output layer
     assert flops == 2 * (2 * per_block + rest)
-    # once per request: the caption projection and each block's keys and values on the text
-    assert text_flops(cfg, batch=1, text_len=L) == 2 * (L * (32 * d + d * d) + 2 * L * 2 * d * d)
+    # once per request: the caption projection, each block's keys and values on the text, and for each of the
+    # 25 steps the timestep MLP, each block's adaLN-Zero modulation and the final one
+    per_step = (256 * d + d * d) + 2 * 6 * d * d + 2 * d * d
+    assert prepare_flops(cfg, batch=1, text_len=L) == 2 * (L * (32 * d + d * d) + 2 * L * 2 * d * d + 25 * per_step)
 
 
-def test_text_flops_are_what_prepare_text_counts():
-    model = _tiny(temporal=True)
-    shape = Shape("video", 32, 4)
+@pytest.mark.parametrize("overrides", [dict(temporal=True), dict(timestep_modulation="adaln_single"),
+                                       dict(text_conditioning="adaln_zero")])
+def test_prepare_flops_are_what_prepare_counts(overrides):
+    model = _tiny(**overrides)
+    shape = Shape("image", 32)
     inp = step_inputs(model.cfg, shape, CPU, text_len=7)
-    assert counted_flops(prepare_text_step(model, shape, inp)) == text_flops(model.cfg, shape.branches, 7)
+    assert counted_flops(prepare_step(model, shape, inp)) == prepare_flops(model.cfg, shape.branches, 7)
 
 
 def test_timing_and_memory_helpers():

@@ -27,7 +27,7 @@ def _guided(model, x, t, cond, uncond, branches, weights):
     pipeline samples): the prepared keys and values are the ones each block would compute."""
     text, mask = stack_branches(cond, uncond, branches)
     raw = guided_noise(model, x, t, text, mask, branches, weights)
-    prepared = guided_noise(model, x, t, model.prepare_text(text, mask), None, branches, weights)
+    prepared = guided_noise(model, x, t, model.prepare(text, mask, timesteps=t), None, branches, weights)
     assert torch.allclose(prepared, raw, atol=1e-6)
     return raw
 

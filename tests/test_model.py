@@ -102,21 +102,28 @@ def test_text_padding_mask_polarity():
         assert (base - model(x, t, changed_real, mask)).abs().max() > 1e-4
 
 
-@pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero"])
-def test_text_prepared_once_gives_the_same_noise(text_conditioning):
-    """A sampler prepares the text once per request (caption projection, each block's keys and values); every
-    step's forward on it equals the forward on the raw text, at any timestep and for either motion."""
-    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True, text_conditioning=text_conditioning))
+@pytest.mark.parametrize("overrides", [dict(), dict(text_conditioning="adaln_zero"),
+                                       dict(timestep_modulation="adaln_single")])
+def test_request_prepared_once_gives_the_same_noise(overrides):
+    """A sampler prepares a request once: the caption projection, each block's keys and values, and the timestep
+    table of all its steps. Every step's forward on it equals the forward on the raw text and timestep."""
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True, **overrides))
     x, t, text, mask = _inputs(f=3)
+    steps = torch.tensor([999, 751, int(t[0]), 250, int(t[1]), 1])
     with torch.no_grad():
-        context = model.prepare_text(text, mask)
-        assert len(context.keys_values) == (2 if text_conditioning == "cross_attention" else 0)
-        for step_t in (t, t.flip(0)):
+        prepared = model.prepare(text, mask, timesteps=steps)
+        assert len(prepared.keys_values) == (0 if overrides.get("text_conditioning") else 2)
+        assert (prepared.timesteps.modulations is None) == bool(overrides)  # tabulated for GenTron's own blocks
+        for step_t in (t, t.flip(0), steps[:2]):
             for motion in (torch.tensor([True, False]), None):
-                assert torch.allclose(model(x, step_t, context, None, motion), model(x, step_t, text, mask, motion),
+                assert torch.allclose(model(x, step_t, prepared, None, motion), model(x, step_t, text, mask, motion),
                                       atol=1e-6)
+        text_only = model.prepare(text, mask)  # no timesteps: each step embeds its own
+        assert torch.allclose(model(x, t, text_only), model(x, t, text, mask), atol=1e-6)
+        with pytest.raises(ValueError, match="prepared for"):
+            model(x, torch.tensor([500, 500]), prepared)
     with pytest.raises(ValueError, match="text_mask=None"):
-        model(x, t, context, mask)
+        model(x, t, prepared, mask)
 
 
 def test_batched_equals_unbatched():
