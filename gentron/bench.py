@@ -444,13 +444,13 @@ def reference_setup(model: GenTronTransformer, shape: Shape,
     return nn.Module.to(build_reference(model.cfg, shape), device, torch.bfloat16), (x, t, text, mask, motion)
 
 
-def ours_forward(model: GenTronTransformer, args: tuple[torch.Tensor, ...]) -> Fn:
+def ours_forward(model: GenTronTransformer, args: tuple[torch.Tensor, ...], timesteps: bool = True) -> Fn:
     """Our step on ``reference_setup``'s batch as the pipeline runs it: the request prepared once, outside the step
     (diffusers' PixArt and Latte pipelines redo the caption projection, the text keys/values and the timestep
-    conditioning every step)."""
+    conditioning every step). ``timesteps=False``: the text alone, as a compiled pipeline prepares it."""
     x, t, text, mask, motion = args
     with torch.inference_mode():
-        prepared = model.prepare(text, mask, timesteps=request_timesteps(t[:1]))
+        prepared = model.prepare(text, mask, timesteps=request_timesteps(t[:1]) if timesteps else None)
     return lambda: model(x, t, prepared, None, motion)
 
 
@@ -678,7 +678,7 @@ def bench_compile(grid: BenchGrid, models: Models, device: torch.device, pipe: A
             ref, args = reference_setup(model, shape, device)
             ours_c, ref_c = compile_transformer(copy.deepcopy(model)), compile_transformer(copy.deepcopy(ref))
             fns = {"ours": ours_forward(model, args), "theirs": reference_forward(ref, shape, *args[:4]),
-                   "ours_compiled": ours_forward(ours_c, args),
+                   "ours_compiled": ours_forward(ours_c, args, timesteps=False),
                    "theirs_compiled": reference_forward(ref_c, shape, *args[:4])}
             compile_s = {k: _first_call_s(fns[k]) for k in ("ours_compiled", "theirs_compiled")}
             res = compare_seconds(fns, grid.repeats, grid.warmup, device)

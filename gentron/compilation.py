@@ -14,7 +14,8 @@ Why these settings:
 - ``dynamic=False``: each shape gets kernels specialised to it. A served request has few shapes, and
   dynamic-shape kernels would give back part of the gain. The text is one of those shapes: a compiled
   pipeline pads every prompt to its towers' ``max_length`` (masked, so the same noise), or each new prompt
-  length would compile anew. The recompile limit is raised so that an app
+  length would compile anew; and it leaves the timestep table out of ``prepare`` (its length, the step
+  count, would be one more). The recompile limit is raised so that an app
   serving many shapes (and a benchmark compiling many models) keeps compiling instead of silently
   falling back to eager after the eighth.
 """

@@ -148,7 +148,8 @@ class GenTronPipeline(DiffusionPipeline):
         device = self.transformer.device
 
         # text once per request, shared by every λM of a comparison
-        emb, mask = encode_text(self.towers, [prompt, negative_prompt], pad_to_max=is_compiled(self.transformer))
+        compiled = is_compiled(self.transformer)  # static shapes: the text padded to a fixed length, no timestep table
+        emb, mask = encode_text(self.towers, [prompt, negative_prompt], pad_to_max=compiled)
         emb, mask = emb.to(device), mask.to(device)
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
@@ -165,8 +166,10 @@ class GenTronPipeline(DiffusionPipeline):
         latents = latents * scheduler.init_noise_sigma
         alphas = scheduler.alphas_cumprod.to(device)
         # once per request, not once per step: the caption projection, every block's text keys/values, and every
-        # step's timestep embedding and adaLN modulation
-        text = self.transformer.prepare(*stack_branches(cond, uncond, branches), timesteps=scheduler.timesteps)
+        # step's timestep embedding and adaLN modulation. Not the timesteps when compiled: the table's length
+        # would be one more static shape, and a new step count would compile anew.
+        text = self.transformer.prepare(*stack_branches(cond, uncond, branches),
+                                        timesteps=None if compiled else scheduler.timesteps)
 
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):

@@ -34,6 +34,8 @@ def test_compiled_pipeline_samples_like_eager(tmp_path):
     c = compiled(longer, **kw).frames
     assert counters["stats"]["unique_graphs"] == graphs
     assert np.abs(eager(longer, **kw).frames.astype(int) - c.astype(int)).max() <= 2
+    compiled(longer, **{**kw, "num_inference_steps": 4})  # nor another step count (no timestep table compiled)
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 @pytest.mark.parametrize("flag,env,expected", [(True, "", True), (False, "1", False), (None, "1", True),
