@@ -222,10 +222,7 @@ class Studio:
         """The loaded pipeline with its transformer at ``precision`` and its text towers at ``text_precision``
         (None: the same as the transformer); neither given: the loaded one, else the device's default. Loads it
         on first use, and again when either changes."""
-        if precision is None and text_precision is None:
-            precision, text_precision = self.precision, self.text_precision
-        precision = precision or self.precision
-        text_precision = text_precision or precision
+        precision, text_precision = self._modes(precision, text_precision)
         with self._load_lock:
             if self._pipe is None or self._pipe_modes != (precision, text_precision):
                 for name, mode in (("precision", precision), ("text_precision", text_precision)):
@@ -235,6 +232,14 @@ class Studio:
                 self._pipe = self._load(precision, text_precision)
                 self._pipe_modes = (precision, text_precision)
             return self._pipe
+
+    def _modes(self, precision: str | None, text_precision: str | None) -> tuple[str, str]:
+        """(transformer, text towers) modes asked for: neither given keeps the loaded ones; the towers follow the
+        transformer unless named."""
+        if precision is None and text_precision is None:
+            return self.precision, self.text_precision
+        precision = precision or self.precision
+        return precision, text_precision or precision
 
     def _load(self, precision: str, text_precision: str):
         import torch
@@ -310,10 +315,9 @@ class Studio:
 
         Raises ValueError (the engine's message) for bad input and ``Interrupted`` after ``stop(key)``.
         ``precision`` (the transformer's) None keeps the loaded one, another reloads the model at that precision;
-        ``text_precision`` (the text towers') None follows ``precision``.
+        ``text_precision`` (the text towers') None follows ``precision``; neither given keeps the loaded model.
         """
-        precision = precision or self.precision
-        text_precision = text_precision or precision
+        precision, text_precision = self._modes(precision, text_precision)
         call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
                     resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,
                     motion_guidance=motion_guidance, seed=_as_int(seed), sampler=sampler)
@@ -341,8 +345,7 @@ class Studio:
                 precision: str | None = None, text_precision: str | None = None,
                 key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
-        precision = precision or self.precision
-        text_precision = text_precision or precision
+        precision, text_precision = self._modes(precision, text_precision)
         strengths = parse_motion_strengths(motion_guidances)
         call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
                     resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,

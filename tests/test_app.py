@@ -189,6 +189,8 @@ def test_text_encoders_take_their_own_precision(ui, studio):
     assert (settings["precision"], settings["text_precision"]) == ("none", "bf16")
     pipe = studio.pipeline()
     assert pipe.text_encoder.dtype == torch.bfloat16 and pipe.transformer.dtype == torch.float32
+    compared = list(ui.compare(**{**COMPARE, "steps": 2}))[-1][5]  # the compare tab keeps the loaded modes
+    assert (compared["precision"], compared["text_precision"]) == ("none", "bf16") and studio.pipeline() is pipe
     out = list(ui.generate(**{**VIDEO, "mode": "image", "steps": 2}))
     assert out[-1][5]["text_precision"] == "none" and studio.pipeline().text_encoder.dtype == torch.float32
 
