@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from ..config import GenTronConfig
-from ..guidance import guidance_weights, guided_noise, stack_branches
-from ..model import GenTronTransformer
+from ..guidance import Branch, guidance_weights, guided_noise, stack_branches
+from ..model import GenTronTransformer, Prepared
 
 SCHEMA = "gentron-bench/1"
 SECTIONS = ("step", "reference", "mfg", "flops", "quantization", "end_to_end", "compile")
@@ -289,43 +289,45 @@ def request_timesteps(t: torch.Tensor, steps: int = STEPS) -> torch.Tensor:
     return torch.cat([t.reshape(-1).long(), torch.linspace(999, 0, steps - 1).round().long().to(t.device)])
 
 
-def _prepared(model: nn.Module, text: torch.Tensor, mask: torch.Tensor,
-              t: torch.Tensor) -> tuple[Any, torch.Tensor | None]:
-    """The text as the pipeline hands it to every step: the request prepared once where the model can."""
-    if hasattr(model, "prepare"):
-        with torch.inference_mode():
-            return model.prepare(text, mask, timesteps=request_timesteps(t)), None
-    return text, mask
-
-
-def guided_step(model: nn.Module, shape: Shape, inp: StepInputs) -> Fn:
-    """One sampling step's denoiser call: all guidance branches in one batched forward, on the request prepared
-    once as the pipeline does (its cost is ``prepare_step``'s, not the step's)."""
+def _guidance(shape: Shape) -> tuple[list[Branch], torch.Tensor]:
+    """The guidance branches and weights of a request of ``shape``: CFG for images, MFG (λM > 1) for videos."""
     branches, weights = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
     assert len(branches) == shape.branches
-    text, mask = _prepared(model, *stack_branches(inp.cond, inp.uncond, branches), inp.t)
-    return lambda: guided_noise(model, inp.x, inp.t, text, mask, branches, weights)
+    return branches, weights
+
+
+def _prepared(model: GenTronTransformer, text: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> Prepared:
+    """The request as the pipeline hands it to every step: its text and timestep table, prepared once."""
+    with torch.inference_mode():
+        return model.prepare(text, mask, timesteps=request_timesteps(t))
+
+
+def guided_step(model: GenTronTransformer, shape: Shape, inp: StepInputs) -> Fn:
+    """One sampling step's denoiser call: all guidance branches in one batched forward, on the request prepared
+    once as the pipeline does (its cost is ``prepare_step``'s, not the step's)."""
+    branches, weights = _guidance(shape)
+    prepared = _prepared(model, *stack_branches(inp.cond, inp.uncond, branches), inp.t)
+    return lambda: guided_noise(model, inp.x, inp.t, prepared, None, branches, weights)
 
 
 def prepare_step(model: GenTronTransformer, shape: Shape, inp: StepInputs, steps: int = STEPS) -> Fn:
     """The request's share that ``guided_step`` leaves out (text, and a table of ``steps`` timesteps): paid once."""
-    branches, _ = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
-    text, mask = stack_branches(inp.cond, inp.uncond, branches)
+    text, mask = stack_branches(inp.cond, inp.uncond, _guidance(shape)[0])
     timesteps = request_timesteps(inp.t, steps)
     return lambda: model.prepare(text, mask, timesteps=timesteps)
 
 
-def separate_step(model: nn.Module, shape: Shape, inp: StepInputs) -> Fn:
+def separate_step(model: GenTronTransformer, shape: Shape, inp: StepInputs) -> Fn:
     """The same step with one forward per branch, combined with the same weights (each branch's text also
     prepared once per request)."""
-    branches, weights = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
-    texts = [_prepared(model, *(inp.cond if branch.conditional else inp.uncond), inp.t) for branch in branches]
+    branches, weights = _guidance(shape)
+    prepared = [_prepared(model, *(inp.cond if branch.conditional else inp.uncond), inp.t) for branch in branches]
 
     def run() -> torch.Tensor:
         out = torch.zeros(inp.x.shape, device=inp.x.device)
-        for branch, w, (text, mask) in zip(branches, weights[:, 0].tolist(), texts):
+        for branch, w, request in zip(branches, weights[:, 0].tolist(), prepared):
             motion = torch.tensor([branch.motion], device=inp.x.device)
-            out += w * model(inp.x, inp.t, text, mask, motion).float()
+            out += w * model(inp.x, inp.t, request, None, motion).float()
         return out
 
     return run
@@ -334,8 +336,7 @@ def separate_step(model: nn.Module, shape: Shape, inp: StepInputs) -> Fn:
 def stacked_inputs(inp: StepInputs, shape: Shape) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The batched forward's inputs (branches stacked), as guided_noise builds them, for the references."""
     n = shape.branches
-    branches, _ = guidance_weights(TEXT_SCALE, [MOTION_SCALE] if shape.kind == "video" else None)
-    return (inp.x.repeat(n, 1, 1, 1, 1), inp.t.repeat(n), *stack_branches(inp.cond, inp.uncond, branches))
+    return (inp.x.repeat(n, 1, 1, 1, 1), inp.t.repeat(n), *stack_branches(inp.cond, inp.uncond, _guidance(shape)[0]))
 
 
 def _params(model: nn.Module) -> int:
