@@ -314,7 +314,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the transformer: later requests run faster, each new resolution, frame count "
-                   "or comparison size first compiles for 40-50 s on a 2-core CPU (default: $GENTRON_COMPILE, else off)")
+                   "or comparison size first compiles for 30-50 s on a 2-core CPU (default: $GENTRON_COMPILE, else off)")
     return p.parse_args(argv)
 
 

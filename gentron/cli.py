@@ -33,7 +33,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    "--quantize's, e.g. --quantize bnb4 --quantize-text bnb8 (default: the same)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer: pays when many samples "
-                   "share a shape (40-50 s per new shape on a 2-core CPU; see gentron.compilation)")
+                   "share a shape (30-50 s per new shape on a 2-core CPU; see gentron.compilation)")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

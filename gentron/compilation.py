@@ -2,8 +2,8 @@
 
 Opt-in (``load_pipeline(..., compile=True)``, ``--compile``, ``GENTRON_COMPILE=1`` for the app) because
 it trades a one-off cost for every later step. Measured on the 2-core CPU (docs/benchmarks.md, section 7):
-the built-in model's 64 px image went from 0.98 to 0.68 s and its 8-frame video from 2.88 to 2.16 s in
-bf16, after 41-48 s for the first call of each new shape (resolution, frames, number of λM values).
+the built-in model's 64 px image went from 0.66 to 0.53 s and its 8-frame video from 2.52 to 1.78 s in
+bf16, after 30-41 s for the first call of each new shape (resolution, frames, number of λM values).
 So it pays for a server answering many requests, not for one CLI call.
 
 Why these settings:

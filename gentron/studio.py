@@ -200,7 +200,7 @@ class Studio:
     def __init__(self, model: str | None = None, device: str | None = None, outputs_dir: str | Path | None = None,
                  max_runs: int = 32, max_age_s: float = 3600.0, compile: bool = False):
         self.model = model
-        self.compile = compile  # torch.compile the transformer (gentron.compilation): 40-50 s per new shape on 2 cores
+        self.compile = compile  # torch.compile the transformer (gentron.compilation): 30-50 s per new shape on 2 cores
         self.device = device
         if outputs_dir is None:
             outputs_dir = tempfile.mkdtemp(prefix="gentron-studio-")
