@@ -4,6 +4,8 @@
 #
 #   STAGES="images videos" bash scripts/train_builtin_gpu.sh          # stages 3-4, from the shipped model
 #   STAGES="t2i t2i_more" STAGE_SECONDS=250 bash scripts/train_builtin_gpu.sh   # stages 1-1b (a fresh S/2)
+#   STAGES="images_decay videos_decay" INIT=assets/gentron-shapes DEST=runs/builtin_gpu8 bash scripts/train_builtin_gpu.sh
+#                                                                     # stages 6-6b, each ending in an LR cooldown
 #
 # Each stage stops itself after its config's time_limit (STAGE_SECONDS overrides it for every stage), checkpoints and
 # writes final/; the next stage starts from that final/. Run again, a stage resumes from its checkpoint.
@@ -20,7 +22,8 @@ config_of() {  # stage name -> config
     t2i) echo configs/builtin_t2i_gpu.yaml ;; t2i_more) echo configs/builtin_t2i_gpu_more.yaml ;;
     t2v) echo configs/builtin_t2v_gpu.yaml ;; images) echo configs/builtin_images_gpu.yaml ;;
     videos) echo configs/builtin_videos_gpu.yaml ;;
-    *) echo "unknown stage $1: choose from t2i t2i_more t2v images videos" >&2; return 2 ;;
+    images_decay) echo configs/builtin_images_decay_gpu.yaml ;; videos_decay) echo configs/builtin_videos_decay_gpu.yaml ;;
+    *) echo "unknown stage $1: choose from t2i t2i_more t2v images videos images_decay videos_decay" >&2; return 2 ;;
   esac
 }
 

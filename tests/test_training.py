@@ -77,6 +77,17 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
     assert e.value.code == 2
 
 
+def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    from gentron.training.trainer import learning_rate
+    cfg = TrainConfig(lr=1e-3, steps=10, warmup=2, cooldown=4).validate()
+    lrs = [learning_rate(cfg, s) for s in range(cfg.steps)]
+    assert lrs[:6] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    assert lrs[6:] == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4])  # last step 1/cooldown; zero would be step 10
+    assert learning_rate(cfg.replace(cooldown=0), 9) == pytest.approx(1e-3)  # the paper's constant rate
+    with pytest.raises(ValueError, match="warmup \\(2\\) \\+ cooldown \\(9\\) must fit in steps \\(10\\)"):
+        cfg.replace(cooldown=9)
+
+
 def yaml_load(text: str) -> dict:
     import yaml
     return yaml.safe_load(text)

@@ -45,6 +45,8 @@ class TrainConfig:
     time_limit: float = 0  # seconds of training after which the run checkpoints and writes final/ early (0 = none):
     #   for a lent GPU's fixed minutes; a resume continues toward steps
     warmup: int = 0  # linear LR warmup over this many steps (0 = none); needed for large batches
+    cooldown: int = 0  # linear LR decay to zero over the last this-many of `steps` (0 = constant to the end): a
+    #   short run ends at a low-noise point instead of wherever a constant rate leaves it (warmup-stable-decay)
     ema_decay: float = 0.9999  # EMA of weights; the final pipeline uses the EMA, as DiT does
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)) so a short run's EMA doesn't lag
     mixed_precision: str = "no"  # "no" or "bf16" (autocast; master weights, AdamW state and EMA stay fp32)
@@ -125,11 +127,14 @@ class TrainConfig:
                      "text_cache_size", "data_echo"):
             v = getattr(self, name)
             need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup", "checkpoint_every", "seed", "data_workers"):
+        for name in ("warmup", "cooldown", "checkpoint_every", "seed", "data_workers"):
             v = getattr(self, name)
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(is_num(self.time_limit) and self.time_limit >= 0,
              f"time_limit must be a number of seconds >= 0 (0 = no limit), got {self.time_limit!r}")
+        need(self.cooldown + self.warmup <= self.steps,
+             f"warmup ({self.warmup}) + cooldown ({self.cooldown}) must fit in steps ({self.steps}): "
+             "shorten either, or raise steps")
         need(is_num(self.lr) and 0 < self.lr < 1, f"lr must be a number in (0, 1), got {self.lr!r}; 1e-4 is usual")
         need(is_num(self.weight_decay) and self.weight_decay >= 0,
              f"weight_decay must be a number >= 0, got {self.weight_decay!r}")

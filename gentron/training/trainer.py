@@ -252,8 +252,12 @@ def shard_on_cpu(transformer: GenTronTransformer, accelerator: Accelerator) -> t
 
 # ---- one step -------------------------------------------------------------------------------------
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warmup, then constant (the paper's schedule); a function of the step, so nothing to checkpoint."""
-    return cfg.lr * min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+    """Linear warmup, then constant (the paper's schedule), then with ``cooldown`` a linear decay that reaches zero
+    after the last of ``steps``. A function of the step, so nothing to checkpoint."""
+    scale = min(1.0, (step + 1) / cfg.warmup) if cfg.warmup else 1.0
+    if cfg.cooldown:
+        scale = min(scale, (cfg.steps - step) / cfg.cooldown)
+    return cfg.lr * scale
 
 
 def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
