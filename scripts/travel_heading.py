@@ -1,0 +1,60 @@
+"""Which way do a CompBench run's single-object "moving" videos travel? For each, the tracked object's velocity
+along the captioned direction and across it (fractions of the side per frame, fitted over the frames), so one
+can tell a model that moves at the wrong heading from one that does not move, or moves at the wrong speed (the
+checker's `direction` needs all of heading, speed band and a straight line).
+
+    python scripts/travel_heading.py runs/eval_s8b [runs/eval_s7 ...]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from gentron.data.shapes import DIRECTION_VECTORS, parse_caption
+from gentron.evaluation.checker import _slope, _track, detect
+from gentron.export import read_video
+
+STILL = 0.005  # |velocity along| below this (a third of the slowest band's floor) counts as not travelling
+
+
+def headings(run: Path) -> list[tuple[str, float, float, bool] | tuple[str, None, None, bool]]:
+    """(prompt, along, across, checker's direction) for each single-object moving video of the run."""
+    rows = []
+    for r in json.loads((run / "results.json").read_text())["results"]:
+        if r["kind"] != "video_single" or " moving " not in f" {r['prompt']} ":
+            continue
+        frames = read_video(r["path"])
+        spec, size = parse_caption(r["prompt"]), frames.shape[2]
+        track = _track(spec.objects, [detect(f) for f in frames], size)[0]
+        if any(d is None for d in track):
+            rows.append((r["prompt"], None, None, False))
+            continue
+        ux, uy = DIRECTION_VECTORS[spec.objects[0].motion.split()[1]]
+        vx = _slope(np.array([d.cx for d in track])) / size
+        vy = _slope(np.array([d.cy for d in track])) / size
+        rows.append((r["prompt"], vx * ux + vy * uy, abs(vx * uy - vy * ux), bool(r["check"]["direction"])))
+    return rows
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", type=Path, help="CompBench output folders (with results.json)")
+    p.add_argument("--verbose", action="store_true", help="one line per video")
+    args = p.parse_args()
+    for run in args.runs:
+        rows = headings(run)
+        tracked = [r for r in rows if r[1] is not None]
+        print(f"{run}: {len(rows)} moving videos, {len(tracked)} tracked; captioned way "
+              f"{sum(a > STILL for _, a, _, _ in tracked)}, opposite way {sum(a < -STILL for _, a, _, _ in tracked)}, "
+              f"hardly along it (|along| < {STILL}) {sum(abs(a) <= STILL for _, a, _, _ in tracked)}; "
+              f"checker's direction {sum(ok for *_, ok in rows)}")
+        for prompt, along, across, ok in rows if args.verbose else []:
+            print(f"  {prompt:48s}", "untracked" if along is None else
+                  f"along {along:+.4f} across {across:.4f}{'  direction ok' if ok else ''}")
+
+
+if __name__ == "__main__":
+    main()
