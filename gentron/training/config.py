@@ -46,7 +46,8 @@ class TrainConfig:
     #   for a lent GPU's fixed minutes; a resume continues toward steps
     warmup: int = 0  # linear LR warmup over this many steps (0 = none); needed for large batches
     cooldown: int = 0  # linear LR decay to zero over the last this-many of `steps` (0 = constant to the end): a
-    #   short run ends at a low-noise point instead of wherever a constant rate leaves it (warmup-stable-decay)
+    #   short run ends at a low-noise point instead of wherever a constant rate leaves it (warmup-stable-decay);
+    #   the decay follows `steps`, so raising steps on a resume moves it (and can raise the rate again)
     ema_decay: float = 0.9999  # EMA of weights; the final pipeline uses the EMA, as DiT does
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)) so a short run's EMA doesn't lag
     mixed_precision: str = "no"  # "no" or "bf16" (autocast; master weights, AdamW state and EMA stay fp32)
