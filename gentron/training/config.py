@@ -133,7 +133,7 @@ class TrainConfig:
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(is_num(self.time_limit) and self.time_limit >= 0,
              f"time_limit must be a number of seconds >= 0 (0 = no limit), got {self.time_limit!r}")
-        need(self.cooldown + self.warmup <= self.steps,
+        need(not self.cooldown or self.cooldown + self.warmup <= self.steps,  # a warmup alone may outlast a short run
              f"warmup ({self.warmup}) + cooldown ({self.cooldown}) must fit in steps ({self.steps}): "
              "shorten either, or raise steps")
         need(is_num(self.lr) and 0 < self.lr < 1, f"lr must be a number in (0, 1), got {self.lr!r}; 1e-4 is usual")
