@@ -6,7 +6,6 @@ from the same schedule, so training and sampling agree by construction.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 

@@ -115,7 +115,6 @@ def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, c
 
 def test_compare_evals_pairs_prompts(tmp_path):
     import importlib.util
-    import json
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("compare_evals", Path(__file__).parent.parent / "scripts" / "compare_evals.py")

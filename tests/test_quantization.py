@@ -52,8 +52,6 @@ def test_pipeline_quantized_end_to_end():
 def test_default_mode_follows_the_hardware(monkeypatch, tmp_path):
     """bf16 where the device multiplies it natively (CUDA, AMX / AVX512-BF16 CPUs), fp32 elsewhere; the CLI's
     generate starts there, eval judges fp32 weights unless told."""
-    import argparse
-
     from gentron import cli, quantization
 
     assert quantization.default_mode("cuda") == "bf16"
