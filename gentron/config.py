@@ -55,6 +55,12 @@ class GenTronConfig:
             raise ValueError(f"hidden_size must be a multiple of 4 for 2D sine-cosine positions, got {self.hidden_size}")
         return self
 
+    @property
+    def tabulated_modulation(self) -> bool:
+        """Whether every block's adaLN modulation depends on the timestep alone (DiT's adaLN-Zero, with the text in
+        cross-attention rather than pooled into it), so ``GenTronTransformer.prepare`` can tabulate it per request."""
+        return self.timestep_modulation == "adaln_zero" and self.text_conditioning == "cross_attention"
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

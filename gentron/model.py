@@ -286,7 +286,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
 
     def _timestep_table(self, timesteps: torch.Tensor) -> TimestepTable:
         embeddings = self.t_embedder(timesteps)  # (T, D)
-        if self.cfg.timestep_modulation != "adaln_zero" or self.cfg.text_conditioning != "cross_attention":
+        if not self.cfg.tabulated_modulation:
             return TimestepTable(timesteps, embeddings, None, None)
         modulations = torch.stack([block.adaLN_modulation(embeddings) for block in self.blocks], dim=1)
         return TimestepTable(timesteps, embeddings, modulations, self.final_modulation(embeddings))

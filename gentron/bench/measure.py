@@ -171,11 +171,6 @@ def counted_flops(fn: Fn) -> int:
     return int(counter.get_total_flops())
 
 
-def _tabulated(cfg: GenTronConfig) -> bool:
-    """Whether ``prepare``'s timestep table holds every block's modulation (else only the timestep embeddings)."""
-    return cfg.timestep_modulation == "adaln_zero" and cfg.text_conditioning == "cross_attention"
-
-
 def prepare_flops(cfg: GenTronConfig, batch: int, text_len: int, steps: int = STEPS) -> int:
     """FLOPs of ``GenTronTransformer.prepare``, once per request: the caption projection, every block's text
     keys/values, and the timestep table of ``steps`` steps (the timestep MLP; every block's and the output
@@ -185,7 +180,7 @@ def prepare_flops(cfg: GenTronConfig, batch: int, text_len: int, steps: int = ST
     if cfg.text_conditioning == "cross_attention":
         macs += cfg.depth * batch * text_len * 2 * d * d
     macs += steps * (256 * d + d * d)
-    if _tabulated(cfg):
+    if cfg.tabulated_modulation:
         macs += steps * (cfg.depth * 6 * d * d + 2 * d * d)
     return 2 * macs
 
@@ -200,7 +195,7 @@ def transformer_flops(cfg: GenTronConfig, batch: int, frames: int, grid_h: int, 
     """
     d, n, bf = cfg.hidden_size, grid_h * grid_w, batch * frames
     tokens = bf * n
-    tabulated = _tabulated(cfg)
+    tabulated = cfg.tabulated_modulation
     macs = tokens * cfg.in_channels * cfg.patch_size**2 * d  # patch embedding, a strided convolution
     if cfg.text_conditioning == "adaln_zero":
         macs += batch * 2 * d * d  # pooled-text MLP
@@ -296,36 +291,42 @@ def _guidance(shape: Shape) -> tuple[list[Branch], torch.Tensor]:
     return branches, weights
 
 
-def _prepared(model: GenTronTransformer, text: torch.Tensor, mask: torch.Tensor, t: torch.Tensor) -> Prepared:
-    """The request as the pipeline hands it to every step: its text and timestep table, prepared once."""
+def preparing(model: GenTronTransformer, text: torch.Tensor, mask: torch.Tensor, t: torch.Tensor | None,
+              steps: int = STEPS) -> Fn:
+    """Preparing one request, the work a pipeline does once: its text, and (given a step's ``t``) the table of
+    ``steps`` timesteps around it; None leaves the table out, as a compiled pipeline does."""
+    timesteps = None if t is None else request_timesteps(t, steps)
+    return lambda: model.prepare(text, mask, timesteps=timesteps)
+
+
+def prepared(model: GenTronTransformer, text: torch.Tensor, mask: torch.Tensor, t: torch.Tensor | None) -> Prepared:
+    """The request as the pipeline hands it to every step, prepared once (``preparing``'s result)."""
     with torch.inference_mode():
-        return model.prepare(text, mask, timesteps=request_timesteps(t))
+        return preparing(model, text, mask, t)()
 
 
 def guided_step(model: GenTronTransformer, shape: Shape, inp: StepInputs) -> Fn:
     """One sampling step's denoiser call: all guidance branches in one batched forward, on the request prepared
     once as the pipeline does (its cost is ``prepare_step``'s, not the step's)."""
     branches, weights = _guidance(shape)
-    prepared = _prepared(model, *stack_branches(inp.cond, inp.uncond, branches), inp.t)
-    return lambda: guided_noise(model, inp.x, inp.t, prepared, None, branches, weights)
+    request = prepared(model, *stack_branches(inp.cond, inp.uncond, branches), inp.t)
+    return lambda: guided_noise(model, inp.x, inp.t, request, None, branches, weights)
 
 
 def prepare_step(model: GenTronTransformer, shape: Shape, inp: StepInputs, steps: int = STEPS) -> Fn:
     """The request's share that ``guided_step`` leaves out (text, and a table of ``steps`` timesteps): paid once."""
-    text, mask = stack_branches(inp.cond, inp.uncond, _guidance(shape)[0])
-    timesteps = request_timesteps(inp.t, steps)
-    return lambda: model.prepare(text, mask, timesteps=timesteps)
+    return preparing(model, *stack_branches(inp.cond, inp.uncond, _guidance(shape)[0]), inp.t, steps)
 
 
 def separate_step(model: GenTronTransformer, shape: Shape, inp: StepInputs) -> Fn:
     """The same step with one forward per branch, combined with the same weights (each branch's text also
     prepared once per request)."""
     branches, weights = _guidance(shape)
-    prepared = [_prepared(model, *(inp.cond if branch.conditional else inp.uncond), inp.t) for branch in branches]
+    requests = [prepared(model, *(inp.cond if branch.conditional else inp.uncond), inp.t) for branch in branches]
 
     def run() -> torch.Tensor:
         out = torch.zeros(inp.x.shape, device=inp.x.device)
-        for branch, w, request in zip(branches, weights[:, 0].tolist(), prepared):
+        for branch, w, request in zip(branches, weights[:, 0].tolist(), requests):
             motion = torch.tensor([branch.motion], device=inp.x.device)
             out += w * model(inp.x, inp.t, request, None, motion).float()
         return out

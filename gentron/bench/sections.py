@@ -17,7 +17,7 @@ from ..config import GenTronConfig, get_preset
 from ..model import GenTronTransformer
 from .measure import (FLOPS_GOAL_MIN_PARAMS, GOALS, PAIRED_MAX_MS, PROMPT, STEPS, TEXT_LEN, BenchGrid, Fn, Models,
                       Shape, StepInputs, _params, compare_seconds, counted_flops, guided_step, median_seconds,
-                      peak_memory_bytes, request_timesteps, separate_step, stacked_inputs, step_inputs,
+                      peak_memory_bytes, prepared, preparing, separate_step, stacked_inputs, step_inputs,
                       transformer_flops)
 
 
@@ -103,9 +103,8 @@ def ours_forward(model: GenTronTransformer, args: tuple[torch.Tensor, ...], time
     (diffusers' PixArt and Latte pipelines redo the caption projection, the text keys/values and the timestep
     conditioning every step). ``timesteps=False``: the text alone, as a compiled pipeline prepares it."""
     x, t, text, mask, motion = args
-    with torch.inference_mode():
-        prepared = model.prepare(text, mask, timesteps=request_timesteps(t[:1]) if timesteps else None)
-    return lambda: model(x, t, prepared, None, motion)
+    request = prepared(model, text, mask, t[:1] if timesteps else None)
+    return lambda: model(x, t, request, None, motion)
 
 
 def bench_references(grid: BenchGrid, models: Models, device: torch.device,
@@ -119,8 +118,7 @@ def bench_references(grid: BenchGrid, models: Models, device: torch.device,
             model = models.for_shape(preset, shape)
             ref, args = reference_setup(model, shape, device)
             ours, theirs = ours_forward(model, args), reference_forward(ref, shape, *args[:4])
-            timesteps = request_timesteps(args[1][:1])
-            prepare = lambda: model.prepare(*args[2:4], timesteps=timesteps)  # noqa: E731  (once per request)
+            prepare = preparing(model, *args[2:4], args[1][:1])  # once per request
             ours_flops, their_flops = counted_flops(ours), counted_flops(theirs)  # these runs count as one warm-up
             res = compare_seconds({"ours": ours, "theirs": theirs, "prepare": prepare}, grid.repeats,
                                   max(0, grid.warmup - 1), device)
