@@ -11,10 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
-from gentron.data.shapes import DIRECTION_VECTORS, parse_caption
-from gentron.evaluation.checker import _slope, _track, detect
+from gentron.data.shapes import parse_caption
+from gentron.evaluation.checker import _track, along_across, detect, velocity
 from gentron.export import read_video
 
 STILL = 0.005  # |velocity along| below this (a third of the slowest band's floor) counts as not travelling
@@ -32,10 +30,8 @@ def headings(run: Path) -> list[tuple[str, float, float, bool] | tuple[str, None
         if any(d is None for d in track):
             rows.append((r["prompt"], None, None, False))
             continue
-        ux, uy = DIRECTION_VECTORS[spec.objects[0].motion.split()[1]]
-        vx = _slope(np.array([d.cx for d in track])) / size
-        vy = _slope(np.array([d.cy for d in track])) / size
-        rows.append((r["prompt"], vx * ux + vy * uy, abs(vx * uy - vy * ux), bool(r["check"]["direction"])))
+        along, across = along_across(velocity(track, size), spec.objects[0].motion.split()[1])
+        rows.append((r["prompt"], along, across, bool(r["check"]["direction"])))
     return rows
 
 

@@ -288,6 +288,17 @@ def _wrapped_steps(angles: np.ndarray, period: float) -> np.ndarray:
     return (d + period / 2) % period - period / 2
 
 
+def velocity(track: list[Detection], size: int) -> tuple[float, float]:
+    """A tracked object's (vx, vy), fractions of the side per frame, fitted over the frames."""
+    return _slope(np.array([d.cx for d in track])) / size, _slope(np.array([d.cy for d in track])) / size
+
+
+def along_across(v: tuple[float, float], direction: str) -> tuple[float, float]:
+    """Velocity ``v``'s component along ``direction`` ("left", "up", ...) and its size across it."""
+    (ux, uy), (vx, vy) = DIRECTION_VECTORS[direction], v
+    return vx * ux + vy * uy, abs(vx * uy - vy * ux)
+
+
 def motion_ok(motion: str, track: list[Detection], size: int) -> bool:
     """Whether a tracked object's centre, extent and angle over the frames show `motion`."""
     if len(track) < 2:
@@ -306,9 +317,8 @@ def motion_ok(motion: str, track: list[Detection], size: int) -> bool:
         steps = _wrapped_steps(np.array([d.angle for d in track]), period)
     if motion.startswith("moving"):
         words = motion.split()
-        ux, uy = DIRECTION_VECTORS[words[1]]
-        vx, vy = _slope(cx) / size, _slope(cy) / size
-        along, across = vx * ux + vy * uy, abs(vx * uy - vy * ux)
+        vx, vy = velocity(track, size)
+        along, across = along_across((vx, vy), words[1])
         lo, hi = SPEED_BANDS[words[2] if len(words) > 2 else None]
         t = np.arange(len(track))
         straight = np.hypot(cx - cx[0] - vx * size * t, cy - cy[0] - vy * size * t).max() / size < 0.03
