@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-import numpy as np
 import torch
 from einops import rearrange
 
@@ -17,6 +16,7 @@ from gentron.data import shapes
 from gentron.diffusion import NoiseSchedule
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
+from word_swap_loss import motion_clips  # scripts/ is on the path when a script in it runs
 
 
 def main() -> None:
@@ -28,13 +28,7 @@ def main() -> None:
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders = FrozenEncoders(pipe, torch.device("cpu"), False)
-    rng, clips, captions = np.random.default_rng(123), [], []
-    while len(clips) < args.n:  # single-object clips with the asked motion, as scripts/word_swap_loss.py draws them
-        spec = shapes.sample_caption(rng, video=True)
-        if len(spec.objects) == 1 and spec.objects[0].motion.startswith(args.motion):
-            clips.append(shapes.render(spec, 64, 8, rng))
-            captions.append(shapes.caption_text(spec))
-    pixels = torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1
+    pixels, captions = motion_clips(args.motion, args.n)  # the clips scripts/word_swap_loss.py draws
     # each caption's words, token by token, for both towers (word-level tokenizers: one token a word)
     words: list[list[str]] = []
     for tower in pipe.towers:

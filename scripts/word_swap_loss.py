@@ -27,6 +27,18 @@ def swapped(caption: str) -> str:
     return " ".join(SWAP.get(w, w) for w in caption.split())
 
 
+def motion_clips(motion: str, n: int, seed: int = 123) -> tuple[torch.Tensor, list[str]]:
+    """n single-object 64 px, 8-frame clips whose motion starts with ``motion``, rendered from their captions:
+    pixels (n, F, 3, S, S) in [-1, 1] and the captions."""
+    rng, clips, captions = np.random.default_rng(seed), [], []
+    while len(clips) < n:
+        spec = shapes.sample_caption(rng, video=True)
+        if len(spec.objects) == 1 and spec.objects[0].motion.startswith(motion):
+            clips.append(shapes.render(spec, 64, 8, rng))
+            captions.append(shapes.caption_text(spec))
+    return torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1, captions
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
@@ -36,13 +48,7 @@ def main() -> None:
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders, schedule = FrozenEncoders(pipe, torch.device("cpu"), False), NoiseSchedule()
-    rng, clips, captions = np.random.default_rng(123), [], []
-    while len(clips) < args.n:  # single-object videos with the asked motion, rendered from their captions
-        spec = shapes.sample_caption(rng, video=True)
-        if len(spec.objects) == 1 and spec.objects[0].motion.startswith(args.motion):
-            clips.append(shapes.render(spec, 64, 8, rng))
-            captions.append(shapes.caption_text(spec))
-    pixels = torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1
+    pixels, captions = motion_clips(args.motion, args.n)
     g, rows = torch.Generator().manual_seed(0), []
     with torch.no_grad():
         x0 = encoders.latents(pixels, g)
