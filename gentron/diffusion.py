@@ -48,21 +48,30 @@ class NoiseSchedule:
 
 def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, text: torch.Tensor,
                    text_mask: torch.Tensor, motion: torch.Tensor | None = None,
-                   generator: torch.Generator | None = None, min_snr_gamma: float | None = None) -> torch.Tensor:
+                   generator: torch.Generator | None = None, min_snr_gamma: float | None = None,
+                   high_noise_power: float = 0.0) -> torch.Tensor:
     """The epsilon-prediction MSE of DDPM, averaged over the batch.
 
     x0: clean latents (B, C, F, H, W); the noise and timesteps are drawn from ``generator``.
     ``min_snr_gamma`` weights each sample by min(SNR, γ)/SNR (Min-SNR, Hang et al. 2023): the
     low-noise steps, whose tiny noise is hard to fit and says little about the picture, stop
     dominating the gradient, and the high-noise steps that decide layout and colour get their share.
+    ``high_noise_power`` p multiplies that by max(1, 1/SNR)^p: in x0 terms the weight of a step with
+    SNR < 1 goes from SNR (epsilon MSE) to SNR^(1-p), and p = 1 is the truncated-SNR weighting max(SNR, 1)
+    of Salimans & Ho (2022), which v-prediction implies. Where the picture is almost all noise (t > 800 here)
+    the epsilon MSE is 100x smaller than at t = 200, so what is decided only there (which way an object
+    travels, which object is on the left) gets almost no gradient under it.
     The network still predicts epsilon; only the weighting of the loss changes.
     """
     noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
     t = schedule.sample_timesteps(x0.shape[0], generator, x0.device)
     eps = model(schedule.q_sample(x0, noise, t), t, text, text_mask, motion)
     per_sample = (eps.float() - noise.float()).square().flatten(1).mean(1)
-    if min_snr_gamma is None:
+    if min_snr_gamma is None and not high_noise_power:
         return per_sample.mean()
     alpha_bar = schedule.scheduler.alphas_cumprod.to(x0.device)[t]
     snr = alpha_bar / (1 - alpha_bar)
-    return (per_sample * snr.clamp(max=min_snr_gamma) / snr).mean()
+    weight = torch.ones_like(snr) if min_snr_gamma is None else snr.clamp(max=min_snr_gamma) / snr
+    if high_noise_power:
+        weight = weight * snr.reciprocal().clamp(min=1) ** high_noise_power
+    return (per_sample * weight).mean()

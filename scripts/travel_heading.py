@@ -3,6 +3,10 @@ along the captioned direction and across it (fractions of the side per frame, fi
 can tell a model that moves at the wrong heading from one that does not move, or moves at the wrong speed (the
 checker's `direction` needs all of heading, speed band and a straight line).
 
+The same question for the run's relation images whose two objects are drawn right: are they on the captioned
+axis (left/right against above/below), and on the captioned side of each other? A model that reads the axis
+word but not its sign gets the axis right and the side at chance.
+
     python scripts/travel_heading.py runs/eval_s8b [runs/eval_s7 ...]
 """
 from __future__ import annotations
@@ -11,8 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from gentron.data.shapes import parse_caption
-from gentron.evaluation.checker import _track, along_across, detect, velocity
+from gentron.evaluation.checker import _assignments, _track, along_across, detect, relation_holds, velocity
 from gentron.export import read_video
 
 STILL = 0.005  # |velocity along| below this (a third of the slowest band's floor) counts as not travelling
@@ -35,6 +42,27 @@ def headings(run: Path) -> list[tuple[str, float, float, bool] | tuple[str, None
     return rows
 
 
+def relation_sides(run: Path) -> dict[str, int]:
+    """Relation images with both objects right: counts of 'captioned side', 'other side', 'other axis' and
+    'not two objects' (a third object, or one merged away)."""
+    tally = dict.fromkeys(("captioned side", "other side", "other axis", "not two objects"), 0)
+    for r in json.loads((run / "results.json").read_text())["results"]:
+        if r["kind"] != "relation" or not r["check"]["attribute"]:
+            continue
+        spec, image = parse_caption(r["prompt"]), np.asarray(Image.open(r["path"]).convert("RGB"))
+        dets = detect(image)
+        if len(dets) != 2:
+            tally["not two objects"] += 1
+            continue
+        a, b = next(_assignments(spec.objects, dets, image.shape[0]))
+        horizontal = abs(b.cx - a.cx) > abs(b.cy - a.cy)
+        if horizontal != (spec.relation in ("to the left of", "to the right of")):
+            tally["other axis"] += 1
+        else:
+            tally["captioned side" if relation_holds(spec.relation, a, b) else "other side"] += 1
+    return tally
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="CompBench output folders (with results.json)")
@@ -50,6 +78,9 @@ def main() -> None:
         for prompt, along, across, ok in rows if args.verbose else []:
             print(f"  {prompt:48s}", "untracked" if along is None else
                   f"along {along:+.4f} across {across:.4f}{'  direction ok' if ok else ''}")
+        sides = relation_sides(run)
+        print(f"{run}: {sum(sides.values())} relation images with both objects right: "
+              + ", ".join(f"{k} {v}" for k, v in sides.items()))
 
 
 if __name__ == "__main__":

@@ -63,9 +63,13 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         cfg = TrainConfig.from_yaml(CONFIGS / f"{name}.yaml")
         assert cfg.stage == name
         assert TrainConfig.from_dict(yaml_load(cfg.to_yaml())) == cfg
+    for path in sorted(CONFIGS.glob("builtin_*.yaml")):  # every shipped stage's config parses and validates
+        assert TrainConfig.from_yaml(path).stage.startswith("builtin_"), path
     assert TrainConfig.from_yaml(CONFIGS / "tiny_t2v.yaml").to_video
     with pytest.raises(ValueError, match="p_motion_free must be a probability"):
         TrainConfig(p_motion_free=1.5).validate()
+    with pytest.raises(ValueError, match="high_noise_power must be a number in \\[0, 1\\]"):
+        TrainConfig(high_noise_power=2).validate()
     with pytest.raises(ValueError, match="unknown training config fields \\['lr_rate'\\]"):
         TrainConfig.from_dict({"lr_rate": 1e-4})
     with pytest.raises(ValueError, match="mixed_precision must be one of"):

@@ -56,6 +56,9 @@ class TrainConfig:
     text_dropout: float = 0.1  # probability a caption is replaced by "" so the model learns p(x) for CFG
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (5 is usual): high-noise steps, which set
     #   layout and colour, get their share of the gradient; measured to matter for short runs (null = plain MSE)
+    high_noise_power: float = 0.0  # p > 0 raises the weight of steps with SNR < 1 by (1/SNR)^p (1 = truncated SNR,
+    #   as v-prediction weights them): epsilon MSE gives the near-pure-noise steps, where a layout is chosen, ~1% of
+    #   the gradient, and a word that only they need (left / right) went unread (docs/training.md)
     p_motion_free: float = 0.0  # probability a video sample becomes its first frame repeated with motion=False
     #   (identity temporal mask): the paper's joint image-video training, and what makes motion-free guidance work
     # --- bookkeeping --------------------------------------------------------------------------
@@ -150,6 +153,8 @@ class TrainConfig:
              f"text_dropout must be in [0, 1), got {self.text_dropout!r}; 0.1 is usual (1 would never see captions)")
         need(self.min_snr_gamma is None or (is_num(self.min_snr_gamma) and self.min_snr_gamma > 0),
              f"min_snr_gamma must be a positive number (5 is usual) or null, got {self.min_snr_gamma!r}")
+        need(is_num(self.high_noise_power) and 0 <= self.high_noise_power <= 1,
+             f"high_noise_power must be a number in [0, 1] (0 = off, 1 = truncated SNR), got {self.high_noise_power!r}")
         need(is_num(self.p_motion_free) and 0 <= self.p_motion_free <= 1,
              f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
         need(self.mixed_precision in MIXED_PRECISIONS,

@@ -280,7 +280,7 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
             with accelerator.autocast():
                 loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator,
-                                      cfg.min_snr_gamma)
+                                      cfg.min_snr_gamma, cfg.high_noise_power)
             accelerator.backward(loss / cfg.grad_accum)
         total += loss.detach() / cfg.grad_accum
     if cfg.max_grad_norm:
