@@ -43,7 +43,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             with gr.Row():
                 with gr.Column(scale=2):
                     mode = gr.Radio(modes, value=start_mode, label="Mode")
-                    prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right")
+                    prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a green star growing")
                     negative = gr.Textbox("", label="Negative prompt", placeholder="optional: what to steer away from")
                     with gr.Row():
                         run = gr.Button("Generate", variant="primary")
@@ -87,7 +87,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
             gr.Markdown("One prompt, one seed, the same noise: only λM changes, all in one batch.")
             with gr.Row():
                 with gr.Column(scale=2):
-                    c_prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a red circle moving right")
+                    c_prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a green star growing")
                     c_negative = gr.Textbox("", label="Negative prompt", placeholder="optional")
                     c_strengths = gr.Textbox(DEFAULT_MOTION_STRENGTHS, label="Motion strengths λM (comma-separated)")
                     with gr.Row():

@@ -3,6 +3,10 @@ per category, the change in "correct" with its 95% interval from the paired diff
 prompts were lost and won. Paired, because both runs drew the same prompts and noise.
 
     python scripts/compare_evals.py runs/quant4_none runs/quant4_bnb4
+
+More pairs (base, other, base, other, ...), each of its own prompts, pool their prompts into one comparison:
+
+    python scripts/compare_evals.py runs/quant8_none runs/quant8_bnb8 runs/quant9_none runs/quant9_bnb8
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import math
 from pathlib import Path
 
 
-def load(folder: Path) -> dict[str, dict]:
-    return {r["id"]: r for r in json.loads((folder / "results.json").read_text())["results"]}
+def load(folder: Path, tag: str = "") -> dict[str, dict]:
+    """A run's results by prompt id, each id prefixed with ``tag`` (so that pooled runs keep their prompts apart)."""
+    return {tag + r["id"]: r for r in json.loads((folder / "results.json").read_text())["results"]}
 
 
 def paired(base: dict[str, dict], other: dict[str, dict], category: str) -> dict[str, float]:
@@ -34,12 +39,17 @@ def paired(base: dict[str, dict], other: dict[str, dict], category: str) -> dict
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("base", type=Path)
-    p.add_argument("other", type=Path)
+    p.add_argument("runs", nargs="+", type=Path, help="base other [base other ...]: CompBench output folders")
     args = p.parse_args()
-    base, other = load(args.base), load(args.other)
+    if len(args.runs) % 2:
+        p.error(f"give runs in pairs (base other ...), got {len(args.runs)} folders")
+    base, other = {}, {}
+    for k in range(0, len(args.runs), 2):
+        base.update(load(args.runs[k], f"{k // 2}:"))
+        other.update(load(args.runs[k + 1], f"{k // 2}:"))
+    names = [" + ".join(r.name for r in args.runs[start::2]) for start in (0, 1)]
     categories = sorted({r["check"]["kind"] for r in base.values()})
-    print(f"| category | n | {args.base.name} | {args.other.name} | change (95%) | lost | won |")
+    print(f"| category | n | {names[0]} | {names[1]} | change (95%) | lost | won |")
     print("|---|---|---|---|---|---|---|")
     for c in categories:
         r = paired(base, other, c)

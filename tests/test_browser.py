@@ -57,7 +57,7 @@ def page(url):
 
 @pytest.mark.slow
 def test_generate_in_the_browser_plays_a_video(page):
-    page.get_by_label("Prompt", exact=True).first.fill("a red circle moving right")
+    page.get_by_label("Prompt", exact=True).first.fill("a green star growing")
     started = time.perf_counter()
     page.get_by_role("button", name="Generate", exact=True).click()
     page.wait_for_function("() => document.querySelector('#preview img') !== null", timeout=60_000)
