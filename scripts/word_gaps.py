@@ -5,14 +5,22 @@ cross-attention values averaged the same way: what a patch reads when its attent
 caption, as scripts/cross_attention_words.py finds it nearly is. A word the blocks must act on but hold close to
 its opposite is a small signal to learn from.
 
-    python scripts/word_gaps.py [--model PATH]
+Then what each word is worth to the loss where a layout is chosen: as t nears T the best prediction of the clean
+latents is their mean over the clips a caption allows, so a model that ignores a word predicts the mean over both
+of its sides and loses |m_a - m_b|^2 / 4 of x0 error. From N real single-object clips a side (VAE latents, the
+same objects), the share of that near-pure-noise x0 error the word removes; "left / left" compares two halves
+of the same side, the estimate's floor.
+
+    python scripts/word_gaps.py [--model PATH] [--clips 128]
 """
 from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import torch
 
+from gentron.data import shapes
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
 
@@ -54,9 +62,30 @@ def gaps(pipe, encoders: FrozenEncoders, pair: str) -> tuple[float, list[float]]
     return float((tower[:n] - tower[n:]).norm(dim=-1).mean()), blocks
 
 
+def side_latents(encoders: FrozenEncoders, word: str, n: int, seed: int) -> torch.Tensor:
+    """(n, C·F·h·w) latents of real 8-frame 64 px single-object clips whose motion starts with ``word`` (or whose
+    colour is ``word``), flattened."""
+    rng, clips = np.random.default_rng(seed), []
+    while len(clips) < n:
+        spec = shapes.sample_caption(rng, video=True)
+        obj = spec.objects[0]
+        if len(spec.objects) == 1 and (obj.motion.startswith(word) or obj.colour == word):
+            clips.append(shapes.render(spec, 64, 8, rng))
+    pixels = torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1
+    return encoders.latents(pixels, torch.Generator().manual_seed(seed)).flatten(1)
+
+
+def word_worth(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Share of the x0 error of predicting the pooled mean that knowing the side removes: gap / (within + gap)."""
+    gap = (a.mean(0) - b.mean(0)).square().sum() / 4
+    within = ((a - a.mean(0)).square().sum(1).mean() + (b - b.mean(0)).square().sum(1).mean()) / 2
+    return float(gap / (within + gap))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
+    p.add_argument("--clips", type=int, default=128, help="real clips a side for the worth of each word")
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders = FrozenEncoders(pipe, torch.device("cpu"), False)
@@ -64,6 +93,14 @@ def main() -> None:
     for pair in [*PAIRS, "red / blue"]:
         tower, blocks = gaps(pipe, encoders, pair)
         print(f"{pair:28s} {tower:6.3f}  " + " ".join(f"{b:.2f}" for b in blocks))
+    print(f"\nshare of the near-pure-noise x0 error a word removes ({args.clips} clips a side)")
+    with torch.no_grad():
+        for pair in ["left / left", *PAIRS, "red / blue"]:
+            words = [w.replace("left", "moving left").replace("right", "moving right").replace("up", "moving up")
+                     .replace("down", "moving down") for w in pair.split(" / ")]
+            a = side_latents(encoders, words[0], args.clips, 1)
+            b = side_latents(encoders, words[1], args.clips, 2)
+            print(f"{pair:28s} {100 * word_worth(a, b):5.1f}%")
 
 
 if __name__ == "__main__":
