@@ -23,7 +23,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-guidance", type=float, default=7.5, help="λT")
     p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scheduler", default="dpm++", help="ddim, dpm++ or euler")
+    p.add_argument("--scheduler", default=None,
+                   help="sampler: ddim, dpm++ or euler (default: the model's own; ddim for the built-in model)")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
                    "random:PRESET for an explicitly random one")
@@ -36,9 +37,17 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    "share a shape (30-50 s per new shape on a 2-core CPU; see gentron.compilation)")
 
 
-def cmd_generate(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The pipeline the arguments name, loaded once; ``--scheduler`` left out becomes the model's own sampler, so the
+    settings a run records name the one it used."""
     from .loading import load_pipeline
 
+    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+    args.scheduler = args.scheduler or pipe.default_sampler
+    return pipe
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
     if (args.prompts_file is None) == (args.prompt is None):
         raise ValueError("give either --prompt (with --out) or --prompts-file (with --out-dir)")
     if args.prompt is not None and not args.out:
@@ -47,7 +56,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--out-dir is required with --prompts-file")
     jobs = _read_jobs(args) if args.prompts_file else [
         dict(prompt=args.prompt, out=args.out, frames=(1 if args.out.lower().endswith(".png") else 8) if args.frames is None else args.frames)]
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)  # once, for every job
+    pipe = _load(args)  # once, for every job
     for line in run_jobs(pipe, jobs, args):
         print(json.dumps(line), flush=True)
     return 0
@@ -94,14 +103,13 @@ def _read_jobs(args: argparse.Namespace) -> list[dict]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation.compbench import markdown_table, run_compbench
-    from .loading import load_pipeline
 
     if not args.out_dir:
         raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
     if args.suite == "loss":
         from .evaluation.heldout_loss import run_heldout_loss
 
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+        pipe = _load(args)
         result = run_heldout_loss(pipe, Path(args.out_dir), args.n_images, args.n_videos, args.seed, args.resolution)
         for kind in ("images", "videos"):
             if kind in result:
@@ -114,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not args.clip:
             raise ValueError("--suite quality needs --clip: a local CLIPModel folder (or cached hub id) to judge with")
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+        pipe = _load(args)
         result = run_quality(pipe, Path(args.out_dir), args, args.clip, args.n_images, args.seed, args.real_dir,
                              args.fid_features, args.inception_weights)
         print(f"CLIP score {result['clip_score']:.2f}  FID ({args.fid_features}) {result['fid']:.3f}  "
@@ -124,12 +132,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .evaluation.sweep import parse_values, run_sweep
 
         values = parse_values(args.values, args.suite)
-        pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+        pipe = _load(args)
         run_sweep(pipe, Path(args.out_dir), args, args.suite, values, args.n_images, args.n_videos, args.seed,
                   args.split)
         print((Path(args.out_dir) / "sweep.md").read_text(), end="")
         return 0
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+    pipe = _load(args)
     summary = run_compbench(pipe, Path(args.out_dir), args, args.n_images, args.n_videos, args.seed, args.split)
     print(markdown_table(summary["table"]))
     return 0

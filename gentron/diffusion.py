@@ -20,6 +20,15 @@ SAMPLERS = {
 }
 
 
+def sampler_name(scheduler: SchedulerMixin) -> str:
+    """The name of the sampler a pipeline folder ships (its scheduler's class): what that model samples with
+    when no sampler is asked for. A class this engine does not offer falls back to 'dpm++' on its schedule."""
+    for name, make in SAMPLERS.items():
+        if type(scheduler) is type(make()):
+            return name
+    return "dpm++"
+
+
 def make_scheduler(name: str, config: dict | None = None) -> SchedulerMixin:
     """A sampler by name ('ddim', 'dpm++', 'euler'), on the training schedule (or ``config``'s)."""
     if name not in SAMPLERS:

@@ -17,7 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .compilation import is_compiled
-from .diffusion import SAMPLERS, make_scheduler
+from .diffusion import SAMPLERS, make_scheduler, sampler_name
 from .guidance import guidance_weights, guided_noise, stack_branches
 from .model import GenTronTransformer
 from .text import TextTower, count_tokens, encode_text
@@ -80,6 +80,12 @@ class GenTronPipeline(DiffusionPipeline):
         size = self.vae.config.sample_size
         return int(size[0] if isinstance(size, (list, tuple)) else size)
 
+    @property
+    def default_sampler(self) -> str:
+        """The sampler this model's folder ships (its scheduler): 'ddim' for the built-in model, where 25 DDIM steps
+        beat 25 DPM-Solver++ steps on CompBench (docs/evaluation.md); 'dpm++' for a converted PixArt."""
+        return sampler_name(self.scheduler)
+
     # ---- validation: one place, used by the CLI and the app too -------------------------------
     def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
                      text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str) -> None:
@@ -129,7 +135,7 @@ class GenTronPipeline(DiffusionPipeline):
         motion_guidance: float | list[float] = 1.0,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
-        sampler: str = "dpm++",
+        sampler: str | None = None,
         callback: StepCallback | None = None,
         preview_every: int = 5,
         should_stop: Callable[[], bool] | None = None,
@@ -137,8 +143,10 @@ class GenTronPipeline(DiffusionPipeline):
         """Generate one sample, or one per λM when ``motion_guidance`` is a list (same noise, same text).
 
         ``seed`` makes the result reproducible (bit-identical on the CPU); a ``generator`` overrides it.
+        ``sampler`` None samples with the model's own (``default_sampler``).
         """
         started = time.perf_counter()
+        sampler = sampler or self.default_sampler
         height = height or self.default_resolution
         width = width or height
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]

@@ -80,6 +80,7 @@ class ModelInfo:
     default_resolution: int
     resolutions: tuple[int, ...]
     precisions: tuple[str, ...]
+    default_sampler: str  # the sampler the model's folder ships
 
 
 def precision_modes(device: str = "cpu") -> list[str]:
@@ -304,12 +305,12 @@ class Studio:
         sizes = sorted({s for s in (d, 2 * d) if s % m == 0 and s <= 2048} or {d})
         return ModelInfo(name=self.model_name, temporal=bool(pipe.transformer.config.temporal),
                          size_multiple=m, default_resolution=d, resolutions=tuple(sizes),
-                         precisions=tuple(self.precisions()))
+                         precisions=tuple(self.precisions()), default_sampler=pipe.default_sampler)
 
     # ---- generation -----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
                  steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int | None = 0,
-                 sampler: str = "dpm++", fps: float = 4.0, precision: str | None = None,
+                 sampler: str | None = None, fps: float = 4.0, precision: str | None = None,
                  text_precision: str | None = None, key: str = "default") -> Iterator[Update]:
         """One image (frames=1, a PNG) or video (an MP4), streamed as updates.
 
@@ -341,7 +342,7 @@ class Studio:
 
     def compare(self, prompt: str, motion_guidances: str | list[float] = DEFAULT_MOTION_STRENGTHS,
                 negative_prompt: str = "", frames: int = 8, resolution: int | None = None, steps: int = 25,
-                text_guidance: float = 7.5, seed: int | None = 0, sampler: str = "dpm++", fps: float = 4.0,
+                text_guidance: float = 7.5, seed: int | None = 0, sampler: str | None = None, fps: float = 4.0,
                 precision: str | None = None, text_precision: str | None = None,
                 key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
@@ -389,6 +390,7 @@ class Studio:
         """Check the input now (errors come before any work), then stream the run (a generator)."""
         pipe = self.pipeline(precision, text_precision)
         size = call.pop("resolution") or pipe.default_resolution
+        call["sampler"] = call["sampler"] or pipe.default_sampler
         lm = call["motion_guidance"] if isinstance(call["motion_guidance"], list) else [call["motion_guidance"]]
         pipe.check_inputs(call["prompt"], call["negative_prompt"], call["frames"], size, size, call["steps"],
                           call["text_guidance"], lm, call["seed"], call["sampler"])

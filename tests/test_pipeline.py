@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from gentron.diffusion import SAMPLERS
+from gentron.diffusion import SAMPLERS, make_scheduler
 from gentron.pipeline import GenTronPipeline, Interrupted
 from gentron.text import check_round_trip, encode_text
 
@@ -24,6 +24,23 @@ def test_same_seed_bit_identical_and_seed_matters(tiny_pipeline):
 def test_every_sampler_runs(tiny_pipeline, sampler):
     out = tiny_pipeline("a blue square", sampler=sampler, **KW)
     assert out.frames.shape == (1, 1, 32, 32, 3)
+
+
+def test_no_sampler_means_the_one_the_model_folder_ships(tiny_pipeline_dir, monkeypatch):
+    """sampler=None samples with the saved scheduler's sampler (DDIM for the built-in model) and records its name."""
+    from diffusers import DDIMScheduler
+
+    pipe = GenTronPipeline.from_pretrained(tiny_pipeline_dir)
+    assert pipe.default_sampler == "dpm++"  # what gentron.factory builds with
+    pipe.scheduler = make_scheduler("ddim", dict(pipe.scheduler.config))
+    assert pipe.default_sampler == "ddim"
+    calls, step = [], DDIMScheduler.step
+    monkeypatch.setattr(DDIMScheduler, "step", lambda self, *a, **k: calls.append(1) or step(self, *a, **k))
+    default = pipe("a blue square", seed=2, **KW)
+    assert len(calls) == KW["num_inference_steps"] and default.settings[0]["sampler"] == "ddim"
+    assert np.array_equal(default.frames, pipe("a blue square", seed=2, sampler="ddim", **KW).frames)
+    calls.clear()
+    assert pipe("a blue square", seed=2, sampler="dpm++", **KW).settings[0]["sampler"] == "dpm++" and not calls
 
 
 def test_previews_every_k_steps(tiny_pipeline):
