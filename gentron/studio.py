@@ -36,10 +36,10 @@ DISPLAY_SIZE = 256  # results are upscaled (nearest) to about this many pixels a
 PREVIEW_COLUMNS = 8  # frames per row in a preview sheet
 
 # Shapes World prompts: (mode, prompt)
-EXAMPLES = [  # prompts the built-in model passed in its CompBench run (runs/eval_s8b, docs/evaluation.md)
+EXAMPLES = [  # prompts the built-in model passed in its CompBench run (runs/eval_s9_ddim, docs/evaluation.md)
     ("image", "a big yellow star"),
     ("image", "a big red square below a big blue circle"),
-    ("image", "three red circles"),
+    ("image", "three yellow stars"),
     ("image", "two yellow triangles"),
     ("video", "a green circle growing"),
     ("video", "a purple square shrinking"),
