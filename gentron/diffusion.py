@@ -11,29 +11,27 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
                 prediction_type="epsilon")
-SAMPLERS = {
-    "ddim": lambda: DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1,
-                                  timestep_spacing="trailing"),
-    "dpm++": lambda: DPMSolverMultistepScheduler(**SCHEDULE, algorithm_type="dpmsolver++", solver_order=2,
-                                                 timestep_spacing="trailing"),
-    "euler": lambda: EulerDiscreteScheduler(**SCHEDULE, timestep_spacing="trailing"),
+SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {  # name -> (scheduler class, its settings)
+    "ddim": (DDIMScheduler, dict(clip_sample=False, set_alpha_to_one=False, steps_offset=1,
+                                 timestep_spacing="trailing")),
+    "dpm++": (DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++", solver_order=2,
+                                                timestep_spacing="trailing")),
+    "euler": (EulerDiscreteScheduler, dict(timestep_spacing="trailing")),
 }
 
 
 def sampler_name(scheduler: SchedulerMixin) -> str:
     """The name of the sampler a pipeline folder ships (its scheduler's class): what that model samples with
     when no sampler is asked for. A class this engine does not offer falls back to 'dpm++' on its schedule."""
-    for name, make in SAMPLERS.items():
-        if type(scheduler) is type(make()):
-            return name
-    return "dpm++"
+    return next((name for name, (cls, _) in SAMPLERS.items() if type(scheduler) is cls), "dpm++")
 
 
 def make_scheduler(name: str, config: dict | None = None) -> SchedulerMixin:
     """A sampler by name ('ddim', 'dpm++', 'euler'), on the training schedule (or ``config``'s)."""
     if name not in SAMPLERS:
         raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    scheduler = SAMPLERS[name]()
+    cls, settings = SAMPLERS[name]
+    scheduler = cls(**SCHEDULE, **settings)
     if config is not None:  # keep a loaded pipeline's schedule, switch only the solver
         keep = {k: config[k] for k in SCHEDULE if k in config}
         scheduler = type(scheduler).from_config({**scheduler.config, **keep})

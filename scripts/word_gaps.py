@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import torch
 
-from gentron.data import shapes
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
+from word_swap_loss import single_object_clips  # scripts/ is on the path when a script in it runs
 
 OBJECTS = ("a red square", "a big blue star", "a small green triangle", "a yellow star", "a cyan square")
 PAIRS = {"left / right": ("moving left", "moving right"), "up / down": ("moving up", "moving down"),
@@ -65,13 +64,7 @@ def gaps(pipe, encoders: FrozenEncoders, pair: str) -> tuple[float, list[float]]
 def side_latents(encoders: FrozenEncoders, word: str, n: int, seed: int) -> torch.Tensor:
     """(n, C·F·h·w) latents of real 8-frame 64 px single-object clips whose motion starts with ``word`` (or whose
     colour is ``word``), flattened."""
-    rng, clips = np.random.default_rng(seed), []
-    while len(clips) < n:
-        spec = shapes.sample_caption(rng, video=True)
-        obj = spec.objects[0]
-        if len(spec.objects) == 1 and (obj.motion.startswith(word) or obj.colour == word):
-            clips.append(shapes.render(spec, 64, 8, rng))
-    pixels = torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1
+    pixels, _ = single_object_clips(lambda obj: obj.motion.startswith(word) or obj.colour == word, n, seed)
     return encoders.latents(pixels, torch.Generator().manual_seed(seed)).flatten(1)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Callable
 
 import numpy as np
 import torch
@@ -27,16 +28,21 @@ def swapped(caption: str) -> str:
     return " ".join(SWAP.get(w, w) for w in caption.split())
 
 
-def motion_clips(motion: str, n: int, seed: int = 123) -> tuple[torch.Tensor, list[str]]:
-    """n single-object 64 px, 8-frame clips whose motion starts with ``motion``, rendered from their captions:
+def single_object_clips(keep: Callable[[shapes.ObjectSpec], bool], n: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """n single-object 64 px, 8-frame clips whose object ``keep`` accepts, rendered from their captions:
     pixels (n, F, 3, S, S) in [-1, 1] and the captions."""
     rng, clips, captions = np.random.default_rng(seed), [], []
     while len(clips) < n:
         spec = shapes.sample_caption(rng, video=True)
-        if len(spec.objects) == 1 and spec.objects[0].motion.startswith(motion):
+        if len(spec.objects) == 1 and keep(spec.objects[0]):
             clips.append(shapes.render(spec, 64, 8, rng))
             captions.append(shapes.caption_text(spec))
     return torch.tensor(np.stack(clips)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1, captions
+
+
+def motion_clips(motion: str, n: int, seed: int = 123) -> tuple[torch.Tensor, list[str]]:
+    """n single-object clips whose motion starts with ``motion`` (``single_object_clips``)."""
+    return single_object_clips(lambda obj: obj.motion.startswith(motion), n, seed)
 
 
 def main() -> None:
