@@ -29,6 +29,8 @@ class GenTronConfig:
     cross_attention_norm: bool = True  # LayerNorm before cross-attention (PixArt has none)
     pos_embed_base_size: int | None = None  # PixArt-style position scaling; None is DiT's plain grid
     pos_embed_interpolation_scale: float = 1.0  # PixArt's interpolation scale for position embeddings
+    rope: bool = False  # rotary 2D positions in spatial self-attention too (as FLUX, Lumina): a query meets each key
+    #   through their offset, so "look left" is one learnt direction of q; each head learns its rotation rate
 
     def validate(self) -> "GenTronConfig":
         """Raise ValueError naming the field and the fix when the config cannot build a model."""
@@ -53,6 +55,11 @@ class GenTronConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.hidden_size % 4:
             raise ValueError(f"hidden_size must be a multiple of 4 for 2D sine-cosine positions, got {self.hidden_size}")
+        if not isinstance(self.rope, bool):
+            raise ValueError(f"rope must be true or false, got {self.rope!r}")
+        if self.rope and (self.hidden_size // self.num_heads) % 4:
+            raise ValueError(f"rope needs a head size (hidden_size/num_heads = {self.hidden_size // self.num_heads}) "
+                             "that is a multiple of 4 (two axes of rotation pairs): change num_heads")
         return self
 
     @property

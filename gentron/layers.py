@@ -47,13 +47,16 @@ class Attention(nn.Module):
         return k, v
 
     def forward(self, x: torch.Tensor, context: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None):
+                mask: torch.Tensor | None = None, rope: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """``rope``: (cos, sin) of ``rotary`` for self-attention's queries and keys, each (heads, N, head_dim/2)."""
         h = self.num_heads
         if self.is_cross:  # context: the text tokens, or their (keys, values) from keys_values
             q = rearrange(self.q(x), "b n (h d) -> b h n d", h=h)
             k, v = context if isinstance(context, tuple) else self.keys_values(context)
         else:  # one rearrange for all three: einops' per-call overhead adds up over 25 steps x blocks
             q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h).unbind(0)
+            if rope is not None:
+                q, k = rotate(q, *rope), rotate(k, *rope)
         # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training
         # (forward + backward, batch 16) MATH beat the default flash kernel in every run (223-264 vs 291-363 ms); for
         # sampling the default one was as fast or faster for images (18-27 vs 19-32 ms per step) and within this
@@ -116,6 +119,23 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+
+def rope_angles(head_dim: int, rows: int, cols: int, device: torch.device | None = None) -> torch.Tensor:
+    """Axial 2D rotary angles of a (rows, cols) patch grid, row-major, at rate 1: (N, head_dim/2). A head's first
+    head_dim/4 rotation pairs turn with the column, the rest with the row, over geometric frequencies as RoPE's."""
+    quarter = head_dim // 4
+    freqs = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64, device=device) / quarter)
+    ys, xs = torch.meshgrid(torch.arange(rows, dtype=torch.float64, device=device),
+                            torch.arange(cols, dtype=torch.float64, device=device), indexing="ij")
+    return torch.cat([xs.reshape(-1, 1) * freqs, ys.reshape(-1, 1) * freqs], dim=1).float()
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (i, i + d/2) of x (B, heads, N, d) by angles given as cos, sin (heads, N, d/2). Rotating queries
+    and keys alike makes their dot product depend on the two positions' offset alone; angle 0 is exactly x."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import GenTronConfig, get_preset
-from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, sincos_1d, sincos_2d
+from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, rope_angles, sincos_1d, sincos_2d
 
 
 def _positions(dim: int, rows: int, cols: int | None, base_size: int | None, scale: float,
@@ -85,6 +85,8 @@ class GenTronBlock(nn.Module):
         d = cfg.hidden_size
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(d, cfg.num_heads)
+        # each head's rotary rate: 1 in a fresh model; 0 (no rotation, the same function) where with_rope() adds it
+        self.rope_rate = nn.Parameter(torch.ones(cfg.num_heads)) if cfg.rope else None
         self.temporal = TemporalAttention(d, cfg.num_heads) if cfg.temporal else None
         self.cross = None
         if cfg.text_conditioning == "cross_attention":
@@ -104,18 +106,26 @@ class GenTronBlock(nn.Module):
             return self.adaLN_modulation(c).unsqueeze(1).chunk(6, dim=2)
         return (self.scale_shift_table[None] + c.view(c.shape[0], 6, -1)).chunk(6, dim=1)
 
-    def forward(self, x, c, text, text_mask, frames, frame_pos, motion, mod=None):
+    def forward(self, x, c, text, text_mask, frames, frame_pos, motion, mod=None, rope=None):
         # x: ((B F), N, D) tokens; c: (B F) conditioning; text: (B, L, D), or this block's cross-attention (k, v);
-        # text_mask: (B, 1, 1, L); mod: this block's (B F, 6D) modulation from a timestep table, else computed from c
+        # text_mask: (B, 1, 1, L); mod: this block's (B F, 6D) modulation from a timestep table, else computed from c;
+        # rope: (N, head_dim/2) rotary angles at rate 1, or None
         mod = self.modulation(c) if mod is None else mod.unsqueeze(1).chunk(6, dim=2)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype))
         if self.temporal is not None:
             x = x + self.temporal(x, frames, frame_pos, motion)
         if self.cross is not None:  # every frame's patches query the same text: one (B, F·N) query set
             h = rearrange(self.norm_cross(x), "(b f) n d -> b (f n) d", f=frames)
             x = x + rearrange(self.cross(h, text, text_mask), "b (f n) d -> (b f) n d", f=frames)
         return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+    def rotary(self, angles: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """This block's (cos, sin), each (heads, N, head_dim/2): the grid's angles turned at each head's rate."""
+        if self.rope_rate is None:
+            return None
+        a = self.rope_rate.float()[:, None, None] * angles[None]
+        return a.cos().to(dtype), a.sin().to(dtype)
 
 
 class GenTronTransformer(ModelMixin, ConfigMixin):
@@ -140,6 +150,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         cross_attention_norm: bool = True,
         pos_embed_base_size: int | None = None,
         pos_embed_interpolation_scale: float = 1.0,
+        rope: bool = False,
     ):
         super().__init__()
         cfg = GenTronConfig(**{k: v for k, v in locals().items() if k in GenTronConfig.__dataclass_fields__})
@@ -250,10 +261,11 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
         frame_pos = _positions(cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
+        rope = rope_angles(cfg.hidden_size // cfg.num_heads, gh, gw, x.device) if cfg.rope else None
 
         for i, block in enumerate(self.blocks):
             kv = text.keys_values[i] if text.keys_values else text.tokens
-            args = (x, c_blocks, kv, text.mask, f, frame_pos, motion, None if mods is None else mods[:, i])
+            args = (x, c_blocks, kv, text.mask, f, frame_pos, motion, None if mods is None else mods[:, i], rope)
             if block.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
             else:
@@ -299,6 +311,18 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         missing, unexpected = video.load_state_dict(self.state_dict(), strict=False)
         assert not unexpected and all(".temporal." in k for k in missing), (missing, unexpected)
         return video
+
+    def with_rope(self) -> "GenTronTransformer":
+        """A copy of this model with rotary positions in its spatial attention, every rate 0: each rotation is the
+        identity, so the copy computes exactly what this model does, and training grows the rates from there."""
+        if self.cfg.rope:
+            raise ValueError("this model already has rotary positions")
+        out = GenTronTransformer(**asdict(replace(self.cfg, rope=True))).to(self.device, self.dtype)
+        missing, unexpected = out.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(k.endswith(".rope_rate") for k in missing), (missing, unexpected)
+        for block in out.blocks:
+            nn.init.zeros_(block.rope_rate)
+        return out
 
     def count_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

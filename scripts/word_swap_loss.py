@@ -1,10 +1,12 @@
 """Does a model read a caption word? Its denoising loss on real Shapes World clips, captioned right and with
-that word swapped (left<->right, up<->down, growing<->shrinking, spinning -> standing still), with the empty
-caption, and with the temporal attention masked to the identity. The same clips, noise and timesteps for every
+that word swapped (left<->right, up<->down, above<->below, growing<->shrinking, spinning -> standing still), with
+the empty caption, and with the temporal attention masked to the identity; or (``--relations``) on two-object
+images captioned "A to the left of B", "A above B", .... The same clips, noise and timesteps for every
 variant, so a difference is the model's, not the sample's. A model that ignores a word loses nothing when it
 is swapped.
 
     python scripts/word_swap_loss.py --model assets/gentron-shapes --motion moving
+    python scripts/word_swap_loss.py --relations --timesteps 600,800,900
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from gentron.diffusion import NoiseSchedule
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
 
-SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "growing": "shrinking",
+SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "above": "below", "below": "above", "growing": "shrinking",
         "shrinking": "growing", "spinning": "standing still"}
 
 
@@ -45,16 +47,28 @@ def motion_clips(motion: str, n: int, seed: int = 123) -> tuple[torch.Tensor, li
     return single_object_clips(lambda obj: obj.motion.startswith(motion), n, seed)
 
 
+def relation_images(n: int, seed: int = 123) -> tuple[torch.Tensor, list[str]]:
+    """n two-object 64 px images with a spatial relation, as one-frame clips (n, 1, 3, S, S), and their captions."""
+    rng, images, captions = np.random.default_rng(seed), [], []
+    while len(images) < n:
+        spec = shapes.sample_caption(rng, video=False)
+        if spec.kind == "relation":
+            images.append(shapes.render(spec, 64, 1, rng))
+            captions.append(shapes.caption_text(spec))
+    return torch.tensor(np.stack(images)).float().permute(0, 1, 4, 2, 3) / 127.5 - 1, captions
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
     p.add_argument("--motion", default="moving", help="captions whose motion starts with this: moving, growing, ...")
+    p.add_argument("--relations", action="store_true", help="two-object relation images instead of moving clips")
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--timesteps", default="200,400,600,800")
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders, schedule = FrozenEncoders(pipe, torch.device("cpu"), False), NoiseSchedule()
-    pixels, captions = motion_clips(args.motion, args.n)
+    pixels, captions = relation_images(args.n) if args.relations else motion_clips(args.motion, args.n)
     g, rows = torch.Generator().manual_seed(0), []
     with torch.no_grad():
         x0 = encoders.latents(pixels, g)

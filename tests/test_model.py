@@ -163,8 +163,9 @@ def test_gradient_checkpointing_gives_same_gradients():
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
-def test_save_load_round_trip(tmp_path):
-    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+@pytest.mark.parametrize("rope", [False, True])
+def test_save_load_round_trip(tmp_path, rope):
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True, rope=rope)).eval()
     model.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").exists()
     loaded = GenTronTransformer.from_pretrained(tmp_path).eval()
@@ -185,3 +186,43 @@ def test_presets_and_validation():
         get_preset("tiny", text_conditioning="film")
     with pytest.raises(ValueError, match="unknown preset"):
         get_preset("huge")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        get_preset("tiny", hidden_size=36, num_heads=2, rope=True)  # head size 18: no whole pairs per axis
+
+
+def test_with_rope_computes_the_same_until_its_rates_grow():
+    """Rotary positions join a trained model at rate 0: the same output exactly, and a gradient to grow them."""
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    rope = model.with_rope().eval()
+    assert rope.config.rope and rope.count_parameters() == model.count_parameters() + 2 * 2  # depth x heads rates
+    x, t, text, mask = _inputs(f=3)
+    motion = torch.tensor([True, False])
+    with torch.no_grad():
+        assert torch.equal(rope(x, t, text, mask, motion), model(x, t, text, mask, motion))
+    rope(x, t, text, mask, motion).square().mean().backward()
+    assert all(b.rope_rate.grad.abs().min() > 0 for b in rope.blocks)
+    with torch.no_grad():
+        for b in rope.blocks:
+            b.rope_rate.fill_(1.0)
+        assert not torch.allclose(rope(x, t, text, mask, motion), model(x, t, text, mask, motion), atol=1e-4)
+    with pytest.raises(ValueError, match="already has rotary"):
+        rope.with_rope()
+
+
+def test_rotary_scores_depend_on_the_offset_alone():
+    """A query at p and a key at r score the same as at p + s and r + s, for any shift s of the grid."""
+    from gentron.layers import rope_angles, rotate
+
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 1, 1, 1, 16, generator=g, dtype=torch.float64)
+    angles = rope_angles(16, 6, 6).double()  # (36, 8), row-major over a 6 x 6 grid
+
+    def score(p, r):  # p, r: (row, col)
+        cq, sq = angles[p[0] * 6 + p[1]].cos(), angles[p[0] * 6 + p[1]].sin()
+        ck, sk = angles[r[0] * 6 + r[1]].cos(), angles[r[0] * 6 + r[1]].sin()
+        return float((rotate(q, cq, sq) * rotate(k, ck, sk)).sum())
+
+    base = score((1, 0), (0, 2))
+    for shift in ((0, 1), (2, 0), (3, 2)):
+        assert score((1 + shift[0], shift[1]), (shift[0], 2 + shift[1])) == pytest.approx(base, rel=1e-6)  # angles are float32
+    assert score((1, 0), (0, 2)) != pytest.approx(score((1, 2), (0, 0)), abs=1e-3)  # left and right differ

@@ -230,6 +230,23 @@ def test_ablation_fields_build_the_asked_model(init_dir, tmp_path):
         keep_towers(pipe, "clip+t5")
 
 
+def test_rope_joins_a_trained_init_at_rate_zero_and_trains(init_dir, tmp_path):
+    """rope: true gives a trained init rotary positions at rate 0 (with_rope: its function unchanged), which training
+    then grows; a fresh preset gets them at rate 1."""
+    from gentron.training.trainer import build_transformer, load_init_pipeline
+
+    cfg = tiny("tiny_t2i", init_dir, tmp_path / "run", steps=3, rope=True, lr=1e-2)
+    start = build_transformer(cfg, load_init_pipeline(cfg))
+    assert start.config.rope and all(float(b.rope_rate.detach().abs().max()) == 0 for b in start.blocks)
+    trained = GenTronPipeline.from_pretrained(train(cfg, make_data(4, frames=1)))
+    assert trained.transformer.config.rope
+    assert all(float(b.rope_rate.abs().min()) > 0 for b in trained.transformer.blocks)
+    fresh = build_transformer(cfg.replace(transformer_preset="tiny"), load_init_pipeline(cfg))
+    assert all(torch.equal(b.rope_rate, torch.ones(2)) for b in fresh.blocks)
+    with pytest.raises(ValueError, match="rope must be true or false"):
+        TrainConfig(rope="yes").validate()
+
+
 class CrashingData(list):
     """A dataset that raises after ``budget`` reads: a process killed mid-run."""
 

@@ -28,6 +28,8 @@ class TrainConfig:
     text_encoders: str | None = None  # keep only these of init_from's towers: "clip", "t5" or "clip+t5" (null =
     #   all it has); with transformer_preset, the fresh transformer reads their width. The text-encoder ablation
     to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
+    rope: bool = False  # rotary positions in spatial attention (GenTronConfig.rope): a fresh transformer_preset gets
+    #   them at rate 1; a trained init without them gets them at rate 0 (with_rope(): the same function at step 0)
     # --- where --------------------------------------------------------------------------------
     output_dir: str = "runs/t2i"  # checkpoints/, loss.jsonl, loss.png and final/ (the EMA pipeline) go here
     # --- data ---------------------------------------------------------------------------------
@@ -159,7 +161,7 @@ class TrainConfig:
              f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("to_video", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",
+        for name in ("to_video", "rope", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",
                      "text_batch_encode"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("stage", "init_from", "output_dir", "data"):

@@ -178,9 +178,12 @@ def build_transformer(cfg: TrainConfig, pipe: GenTronPipeline) -> GenTronTransfo
         text_dim = sum(t.dim for t in pipe.towers)
         overrides = {"text_conditioning": cfg.text_conditioning} if cfg.text_conditioning else {}
         transformer = GenTronTransformer.from_preset(cfg.transformer_preset, text_dim=text_dim,
-                                                     in_channels=pipe.vae.config.latent_channels, **overrides)
+                                                     in_channels=pipe.vae.config.latent_channels, rope=cfg.rope,
+                                                     **overrides)
     else:
         transformer = pipe.transformer
+        if cfg.rope and not transformer.config.rope:
+            transformer = transformer.with_rope()
     if cfg.to_video:
         if transformer.config.temporal:
             raise ValueError("to_video is true but the init transformer already has temporal layers: "
