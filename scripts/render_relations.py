@@ -1,0 +1,38 @@
+"""Render Shapes World relation images ("A to the left of B", "A above B", ...) from the training split into a
+folder of PNGs with same-name .txt captions: a data folder for the trainer (cache it with
+``python -m gentron.data.folders cache``). Used for the rotary-positions A/B on the CPU (docs/training.md).
+
+    python scripts/render_relations.py --out runs/rel_data --n 20000
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gentron.data import shapes
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--n", type=int, default=20000)
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=77)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng, i = np.random.default_rng(args.seed), 0
+    while i < args.n:
+        spec = shapes.sample_caption(rng, video=False, split="train")
+        if spec.kind != "relation":
+            continue
+        Image.fromarray(shapes.render(spec, args.size, 1, rng)[0]).save(args.out / f"{i:05d}.png")
+        (args.out / f"{i:05d}.txt").write_text(shapes.caption_text(spec))
+        i += 1
+    print(f"{args.n} relation images in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
