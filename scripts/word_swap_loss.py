@@ -47,11 +47,12 @@ def motion_clips(motion: str, n: int, seed: int = 123) -> tuple[torch.Tensor, li
     return single_object_clips(lambda obj: obj.motion.startswith(motion), n, seed)
 
 
-def relation_images(n: int, seed: int = 123) -> tuple[torch.Tensor, list[str]]:
-    """n two-object 64 px images with a spatial relation, as one-frame clips (n, 1, 3, S, S), and their captions."""
+def relation_images(n: int, seed: int = 123, only: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """n two-object 64 px images with a spatial relation, as one-frame clips (n, 1, 3, S, S), and their captions;
+    ``only``: draw the captions from these."""
     rng, images, captions = np.random.default_rng(seed), [], []
     while len(images) < n:
-        spec = shapes.sample_caption(rng, video=False)
+        spec = shapes.parse_caption(only[rng.integers(len(only))]) if only else shapes.sample_caption(rng, video=False)
         if spec.kind == "relation":
             images.append(shapes.render(spec, 64, 1, rng))
             captions.append(shapes.caption_text(spec))
@@ -63,12 +64,14 @@ def main() -> None:
     p.add_argument("--model", default=None, help="pipeline folder (default: the built-in model)")
     p.add_argument("--motion", default="moving", help="captions whose motion starts with this: moving, growing, ...")
     p.add_argument("--relations", action="store_true", help="two-object relation images instead of moving clips")
+    p.add_argument("--captions", default=None, help="with --relations: only these captions, separated by ';'")
     p.add_argument("--n", type=int, default=48)
     p.add_argument("--timesteps", default="200,400,600,800")
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders, schedule = FrozenEncoders(pipe, torch.device("cpu"), False), NoiseSchedule()
-    pixels, captions = relation_images(args.n) if args.relations else motion_clips(args.motion, args.n)
+    only = args.captions.split(";") if args.captions else None
+    pixels, captions = relation_images(args.n, only=only) if args.relations else motion_clips(args.motion, args.n)
     g, rows = torch.Generator().manual_seed(0), []
     with torch.no_grad():
         x0 = encoders.latents(pixels, g)
