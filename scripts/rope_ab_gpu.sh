@@ -5,7 +5,9 @@
 # (scripts/travel_heading.py). Every model so far reads the axis (~85%) and not the side (chance):
 # docs/training.md, "The axis is read, the sign is not".
 #
-#   SECONDS_EACH=240 DEST=runs/rope_ab bash scripts/rope_ab_gpu.sh      # ~11 min on an H100/H200
+#   SECONDS_EACH=240 DEST=runs/rope_ab bash scripts/rope_ab_gpu.sh
+#
+# Two 240 s arms plus loading, shipping and evaluating: an estimate of 11-12 minutes of a lent GPU, not yet run on one.
 #
 # Each arm is scripts/train_builtin_gpu.sh's stage 1 (configs/builtin_t2i_gpu.yaml), so a run resumes as that does.
 set -uo pipefail

@@ -22,8 +22,8 @@ from gentron.diffusion import NoiseSchedule
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
 
-SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "above": "below", "below": "above", "growing": "shrinking",
-        "shrinking": "growing", "spinning": "standing still"}
+SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "above": "below", "below": "above",
+        "growing": "shrinking", "shrinking": "growing", "spinning": "standing still"}
 
 
 def swapped(caption: str) -> str:
