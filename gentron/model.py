@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, replace
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -307,21 +307,24 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         """A text-to-video copy of this image model: same weights, plus zero-output temporal layers."""
         if self.cfg.temporal:
             raise ValueError("this model already has temporal layers")
-        video = GenTronTransformer(**asdict(replace(self.cfg, temporal=True))).to(self.device, self.dtype)
-        missing, unexpected = video.load_state_dict(self.state_dict(), strict=False)
-        assert not unexpected and all(".temporal." in k for k in missing), (missing, unexpected)
-        return video
+        return self._grown(lambda key: ".temporal." in key, temporal=True)
 
     def with_rope(self) -> "GenTronTransformer":
         """A copy of this model with rotary positions in its spatial attention, every rate 0: each rotation is the
         identity, so the copy computes exactly what this model does, and training grows the rates from there."""
         if self.cfg.rope:
             raise ValueError("this model already has rotary positions")
-        out = GenTronTransformer(**asdict(replace(self.cfg, rope=True))).to(self.device, self.dtype)
-        missing, unexpected = out.load_state_dict(self.state_dict(), strict=False)
-        assert not unexpected and all(k.endswith(".rope_rate") for k in missing), (missing, unexpected)
+        out = self._grown(lambda key: key.endswith(".rope_rate"), rope=True)
         for block in out.blocks:
             nn.init.zeros_(block.rope_rate)
+        return out
+
+    def _grown(self, is_new: Callable[[str], bool], **changes) -> "GenTronTransformer":
+        """A copy built with ``changes`` to the config and every weight of this model; the parameters it lacks
+        (``is_new`` must accept each name) keep the new model's own initialisation."""
+        out = GenTronTransformer(**asdict(replace(self.cfg, **changes))).to(self.device, self.dtype)
+        missing, unexpected = out.load_state_dict(self.state_dict(), strict=False)
+        assert not unexpected and all(is_new(k) for k in missing), (missing, unexpected)
         return out
 
     def count_parameters(self) -> int:
