@@ -15,12 +15,14 @@ from einops import rearrange
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from .packing import PackedLinear
+
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with per-sample (B, D) or (B, 1, D) parameters."""
     if shift.dim() == 2:
         shift, scale = shift.unsqueeze(1), scale.unsqueeze(1)
-    return x * (1 + scale) + shift
+    return torch.addcmul(shift, x, 1 + scale)
 
 
 class Attention(nn.Module):
@@ -74,6 +76,8 @@ class Attention(nn.Module):
         d, w = x.shape[-1], self.qkv.weight
         if type(self.qkv) is nn.Linear and type(w.data) is torch.Tensor and w.is_floating_point():
             v = F.linear(x, w[2 * d:], self.qkv.bias[2 * d:])  # plain weights: v's rows alone
+        elif isinstance(self.qkv, PackedLinear):  # a packed copy of v's rows alone, made once
+            v = self.qkv.forward_rows(x, 2 * d)
         else:  # quantized layers (torchao, bitsandbytes) don't slice: run the whole layer, keep v
             v = self.qkv(x)[..., 2 * d:]
         return self.proj(v)

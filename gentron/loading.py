@@ -67,11 +67,13 @@ def _check_safetensors(path: Path) -> None:
 
 
 def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str = "none", compile: bool = False,
-                  quantize_text: str | None = None):
+                  quantize_text: str | None = None, pack: bool = True):
     """Load a GenTronPipeline. ``model``: a folder, a hub id, ``random:PRESET``, or None (built-in).
     ``quantize``: the mode of the transformer, and of the text towers unless ``quantize_text`` names
     another (T5-XXL is the part full-size users most need to shrink; 4-bit towers cost the built-in
-    model counts). ``compile``: torch.compile the transformer after quantizing (gentron.compilation)."""
+    model counts). ``compile``: torch.compile the transformer after quantizing (gentron.compilation).
+    ``pack``: on the CPU, uncompiled, the transformer's float linear layers run on weights packed once
+    (gentron.packing; the same products, faster); quantized layers are left as they are."""
     from .pipeline import GenTronPipeline
 
     name = resolve_model(model)
@@ -103,8 +105,12 @@ def load_pipeline(model: str | None = None, device: str = "cpu", quantize: str =
             raise ValueError(f"quantize_text: {e}") from None
         quantize_pipeline(pipe, quantize, ("transformer",))
         quantize_pipeline(pipe, text_mode, TEXT_PARTS)
-    if compile:
+    if compile:  # inductor packs the weights it freezes itself
         from .compilation import compile_pipeline
 
         compile_pipeline(pipe)
+    elif pack and pipe.device.type == "cpu":
+        from .packing import pack_linears
+
+        pack_linears(pipe.transformer)
     return pipe

@@ -112,13 +112,13 @@ class GenTronBlock(nn.Module):
         # rope: (N, head_dim/2) rotary angles at rate 1, or None
         mod = self.modulation(c) if mod is None else mod.unsqueeze(1).chunk(6, dim=2)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype))
+        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype)))
         if self.temporal is not None:
             x = x + self.temporal(x, frames, frame_pos, motion)
         if self.cross is not None:  # every frame's patches query the same text: one (B, F·N) query set
             h = rearrange(self.norm_cross(x), "(b f) n d -> b (f n) d", f=frames)
             x = x + rearrange(self.cross(h, text, text_mask), "b (f n) d -> (b f) n d", f=frames)
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
 
     def rotary(self, angles: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
         """This block's (cos, sin), each (heads, N, head_dim/2): the grid's angles turned at each head's rate."""

@@ -109,6 +109,10 @@ def quantize_module(module: nn.Module, mode: str) -> nn.Module:
     check_mode(mode)
     if mode == "none":
         return module
+    if mode != "bf16":  # quantizers take plain nn.Linear weights; packed ones (gentron.packing) go back to plain
+        from .packing import unpack_linears
+
+        unpack_linears(module)
     if mode == "bf16":
         return module.to(torch.bfloat16)
     if mode in ("int8", "int8-dynamic"):
@@ -160,7 +164,8 @@ def _on_cuda(pipe) -> bool:
 
 
 def weight_bytes(module: nn.Module) -> int:
-    """Bytes held by parameters and buffers (quantized tensors count their packed storage)."""
+    """Bytes held by parameters and buffers (quantized tensors count their packed storage), and by the packed copies
+    of weights that gentron.packing serves from."""
     total = 0
     for t in list(module.parameters()) + list(module.buffers()):
         inner = getattr(t, "qdata", None)  # torchao tensors keep the int8 data and a scale
@@ -172,7 +177,7 @@ def weight_bytes(module: nn.Module) -> int:
         quant_state = getattr(t, "quant_state", None)
         if quant_state is not None and torch.is_tensor(getattr(quant_state, "absmax", None)):
             total += quant_state.absmax.numel() * quant_state.absmax.element_size()
-    return total
+    return total + sum(m.packed_bytes() for m in module.modules() if hasattr(m, "packed_bytes"))  # gentron.packing
 
 
 def bnb_loading_config(mode: str, library: str = "diffusers", skip: list[str] | None = None):

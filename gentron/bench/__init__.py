@@ -98,7 +98,9 @@ def run_benchmark(grid: BenchGrid, device: str = "cpu", model: str | None = None
     models = Models(dev)
     result: dict[str, Any] = {
         "schema": SCHEMA, "command": command, "machine": machine_info(dev),
-        "settings": {**asdict(grid), "precision": "bf16 weights (model.to(torch.bfloat16)), no autocast",
+        "settings": {**asdict(grid), "precision": "bf16 weights (model.to(torch.bfloat16)), no autocast"
+                     + ("; linear weights packed for oneDNN as the engine serves them on the CPU (gentron.packing)"
+                        if models.pack else ""),
                      "latent_factor": LATENT_FACTOR, "text_len": TEXT_LEN, "text_scale": TEXT_SCALE,
                      "motion_scale": MOTION_SCALE, "sections": list(sections), "goals": GOALS},
     }

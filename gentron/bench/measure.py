@@ -17,6 +17,7 @@ from torch import nn
 from ..config import GenTronConfig
 from ..guidance import Branch, guidance_weights, guided_noise, stack_branches
 from ..model import GenTronTransformer, Prepared
+from ..packing import pack_linears, packing_available
 
 SCHEMA = "gentron-bench/1"
 SECTIONS = ("step", "reference", "mfg", "flops", "quantization", "end_to_end", "compile")
@@ -231,32 +232,39 @@ def liven(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 class Models:
-    """Random-weight transformers built once per (preset, temporal) in fp32, handed out in any dtype."""
+    """Random-weight transformers built once per (preset, temporal) in fp32, handed out in any dtype; packed
+    (gentron.packing) by default where the engine serves them packed, on the CPU."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, pack: bool | None = None):
         self.device = device
+        self.pack = device.type == "cpu" and packing_available() if pack is None else pack
         self._fp32: dict[tuple[str, bool], GenTronTransformer] = {}
-        self._cast: dict[tuple[str, bool, torch.dtype], GenTronTransformer] = {}
+        self._cast: dict[tuple[str, bool, torch.dtype, bool], GenTronTransformer] = {}
 
     def fp32(self, preset: str, temporal: bool) -> GenTronTransformer:
+        """The plain (unpacked) fp32 model."""
         key = (preset, temporal)
         if key not in self._fp32:
             torch.manual_seed(0)
             self._fp32[key] = liven(GenTronTransformer.from_preset(preset, temporal=temporal)).eval()
         return self._fp32[key]
 
-    def get(self, preset: str, temporal: bool, dtype: torch.dtype = torch.bfloat16) -> GenTronTransformer:
-        key = (preset, temporal, dtype)
-        if dtype == torch.float32 and self.device.type == "cpu":
+    def get(self, preset: str, temporal: bool, dtype: torch.dtype = torch.bfloat16,
+            packed: bool | None = None) -> GenTronTransformer:
+        packed = self.pack if packed is None else packed
+        key = (preset, temporal, dtype, packed)
+        if dtype == torch.float32 and self.device.type == "cpu" and not packed:
             return self.fp32(preset, temporal)
         if key not in self._cast:
             # nn.Module.to: ModelMixin.to would warn about fp32 modules that this model does not have
-            self._cast[key] = nn.Module.to(copy.deepcopy(self.fp32(preset, temporal)), self.device, dtype)
+            model = nn.Module.to(copy.deepcopy(self.fp32(preset, temporal)), self.device, dtype)
+            self._cast[key] = pack_linears(model) if packed else model
         return self._cast[key]
 
-    def for_shape(self, preset: str, shape: Shape, dtype: torch.dtype = torch.bfloat16) -> GenTronTransformer:
+    def for_shape(self, preset: str, shape: Shape, dtype: torch.dtype = torch.bfloat16,
+                  packed: bool | None = None) -> GenTronTransformer:
         """Images run the text-to-image model, videos the text-to-video one (with temporal layers)."""
-        return self.get(preset, shape.kind == "video", dtype)
+        return self.get(preset, shape.kind == "video", dtype, packed)
 
 
 @dataclass

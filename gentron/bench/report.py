@@ -68,13 +68,17 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
                 f"diffusers' PixArt and Latte pipelines redo it every step. `ratio`: a {STEPS}-step request's "
                 f"average step, (ours + prepare / {STEPS}) / theirs, on which the goal is read; `step alone` leaves "
                 "the preparation out, `prepared each step` adds all of it to every step. `ratio per FLOP` uses the "
-                "step alone. Goal: ours/theirs ≤ 0.8.", "",
+                "step alone. Where the engine packs its linear weights for oneDNN (gentron.packing, on the CPU), "
+                "`ours ms` is the packed step and `unpacked ms` / `ratio unpacked` the same step on plain "
+                "`nn.Linear` layers, timed in the same alternation. Goal: ours/theirs ≤ 0.8.", "",
                 _table(["reference", "preset", "kind", "size", "tokens", "ours ms", "theirs ms", "ours prepare ms",
                         "ours GFLOP", "theirs GFLOP", "ratio", "step alone", "prepared each step", "ratio per FLOP",
-                        "goal", "met?"],
+                        "unpacked ms", "ratio unpacked", "goal", "met?"],
                        [[r["reference"], r["preset"], r["kind"], _size(r), r["tokens"], r["ours_ms"], r["theirs_ms"],
                          r.get("ours_prepare_ms"), r["ours_gflop"], r["theirs_gflop"], r["ratio"],
                          r.get("ratio_step_alone"), r.get("ratio_prepared_each_step"), r["ratio_per_flop"],
+                         r.get("ours_unpacked_ms") if r.get("packed") else None,
+                         r.get("ratio_unpacked") if r.get("packed") else None,
                          f"≤ {r['goal']}", _met(r["met"])] for r in result["reference"]]), ""]
     if "mfg" in result:
         out += ["## 3. Motion-free guidance: one batched forward vs three", "",

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..config import GenTronConfig, get_preset
 from ..model import GenTronTransformer
+from ..packing import is_packed, pack_linears, unpack_linears
 from .measure import (FLOPS_GOAL_MIN_PARAMS, GOALS, PAIRED_MAX_MS, PROMPT, STEPS, TEXT_LEN, BenchGrid, Fn, Models,
                       Shape, StepInputs, _params, compare_seconds, counted_flops, guided_step, median_seconds,
                       peak_memory_bytes, prepared, preparing, separate_step, stacked_inputs, step_inputs,
@@ -115,18 +116,24 @@ def bench_references(grid: BenchGrid, models: Models, device: torch.device,
             log(f"reference: {preset} skipped, its MLP is not 4x its width as PixArt's and Latte's are")
             continue
         for shape in grid.reference_shapes():
-            model = models.for_shape(preset, shape)
+            model, plain = models.for_shape(preset, shape), models.for_shape(preset, shape, packed=False)
             ref, args = reference_setup(model, shape, device)
             ours, theirs = ours_forward(model, args), reference_forward(ref, shape, *args[:4])
+            unpacked = ours_forward(plain, args)  # the same step without gentron.packing, for the record
             prepare = preparing(model, *args[2:4], args[1][:1])  # once per request
-            ours_flops, their_flops = counted_flops(ours), counted_flops(theirs)  # these runs count as one warm-up
-            res = compare_seconds({"ours": ours, "theirs": theirs, "prepare": prepare}, grid.repeats,
-                                  max(0, grid.warmup - 1), device)
+            # FlopCounterMode does not see oneDNN's packed product: count on the plain model (the same products)
+            ours_flops, their_flops = counted_flops(unpacked), counted_flops(theirs)  # these count as one warm-up
+            with torch.inference_mode():
+                ours()  # and this is ours'
+            res = compare_seconds({"ours": ours, "theirs": theirs, "prepare": prepare, "unpacked": unpacked},
+                                  grid.repeats, max(0, grid.warmup - 1), device)
             ours_s, theirs_s, prepare_s = res["ours"][0], res["theirs"][0], res["prepare"][0]
             ratio = (ours_s + prepare_s / STEPS) / theirs_s  # a 25-step request's average step
             rows.append({"preset": preset, "reference": type(ref).__name__, **asdict(shape),
                          "tokens": shape.tokens(model.cfg.patch_size), "ours_ms": ours_s * 1e3,
                          "theirs_ms": theirs_s * 1e3, "ours_prepare_ms": prepare_s * 1e3,
+                         "ours_unpacked_ms": res["unpacked"][0] * 1e3, "packed": is_packed(model),
+                         "ratio_unpacked": (res["unpacked"][0] + prepare_s / STEPS) / theirs_s,
                          "ratio_step_alone": ours_s / theirs_s, "ratio": ratio,
                          "ratio_prepared_each_step": (ours_s + prepare_s) / theirs_s,
                          "ours_params": _params(model), "theirs_params": _params(ref),
@@ -220,8 +227,10 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
     on its text towers (encoding a prompt and the empty text)."""
     from ..quantization import available_modes, quantize_for, weight_bytes
 
-    def quantized(module: torch.nn.Module, mode: str) -> torch.nn.Module:  # a quantized copy, served as users get it
-        return quantize_for(copy.deepcopy(module).to(device), mode, device.type == "cuda")
+    def quantized(module: torch.nn.Module, mode: str, pack: bool = False) -> torch.nn.Module:
+        """A quantized copy, served as users get it (``pack``: the transformer, packed where load_pipeline packs)."""
+        q = quantize_for(copy.deepcopy(module).to(device), mode, device.type == "cuda")
+        return pack_linears(q) if pack and models.pack else q
 
     modes = available_modes(device.type)
     shape = Shape("video", grid.resolutions[0], grid.frames[0])
@@ -230,7 +239,7 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
         base = models.fp32(preset, True)
         inp = step_inputs(base.cfg, shape, device)
         for mode in modes:
-            q = quantized(base, mode)
+            q = quantized(base, mode, pack=True)
             median, _ = median_seconds(guided_step(q, shape, inp), grid.repeats, grid.warmup, device)
             rows.append({"part": "transformer", "preset": preset, "mode": mode, "weight_bytes": weight_bytes(q),
                          "ms": median * 1e3, "what": f"{shape.kind} {shape.resolution}px x{shape.frames} step"})
@@ -325,7 +334,8 @@ def bench_compile(grid: BenchGrid, models: Models, device: torch.device, pipe: A
         for shape in (Shape("image", grid.resolutions[0]), Shape("video", grid.resolutions[0], grid.frames[0])):
             model = models.for_shape(preset, shape)
             ref, args = reference_setup(model, shape, device)
-            ours_c, ref_c = compile_transformer(copy.deepcopy(model)), compile_transformer(copy.deepcopy(ref))
+            plain = models.for_shape(preset, shape, packed=False)  # inductor packs the weights it freezes itself
+            ours_c, ref_c = compile_transformer(copy.deepcopy(plain)), compile_transformer(copy.deepcopy(ref))
             fns = {"ours": ours_forward(model, args), "theirs": reference_forward(ref, shape, *args[:4]),
                    "ours_compiled": ours_forward(ours_c, args, timesteps=False),
                    "theirs_compiled": reference_forward(ref_c, shape, *args[:4])}
@@ -349,7 +359,7 @@ def bench_compile(grid: BenchGrid, models: Models, device: torch.device, pipe: A
         eager = copy.deepcopy(pipe)
         quantize_pipeline(eager, "bf16")
         compiled = copy.deepcopy(eager)
-        compile_transformer(compiled.transformer)
+        compile_transformer(unpack_linears(compiled.transformer))  # as load_pipeline(compile=True): unpacked
         jobs = [("image", 1, "png")] + ([("video", 8, "mp4")] if pipe.transformer.config.temporal else [])
         with tempfile.TemporaryDirectory() as tmp:
             for kind, frames, ext in jobs:
