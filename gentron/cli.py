@@ -35,6 +35,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer: pays when many samples "
                    "share a shape (30-50 s per new shape on a 2-core CPU; see gentron.compilation)")
+    p.add_argument("--no-pack", dest="pack", action="store_false", help="on the CPU, run the transformer's linear "
+                   "layers on plain weights instead of a packed copy (gentron.packing): slower, half their memory")
 
 
 def _load(args: argparse.Namespace):
@@ -42,7 +44,7 @@ def _load(args: argparse.Namespace):
     settings a run records name the one it used."""
     from .loading import load_pipeline
 
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text)
+    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text, args.pack)
     args.scheduler = args.scheduler or pipe.default_sampler
     return pipe
 

@@ -112,7 +112,9 @@ class GenTronBlock(nn.Module):
         # rope: (N, head_dim/2) rotary angles at rate 1, or None
         mod = self.modulation(c) if mod is None else mod.unsqueeze(1).chunk(6, dim=2)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
-        x = torch.addcmul(x, gate_msa, self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype)))
+        # addcmul: x + gate * branch in one pass over the activations, not a product and then a sum
+        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype))
+        x = torch.addcmul(x, gate_msa, h)
         if self.temporal is not None:
             x = x + self.temporal(x, frames, frame_pos, motion)
         if self.cross is not None:  # every frame's patches query the same text: one (B, F·N) query set

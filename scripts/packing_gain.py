@@ -44,7 +44,8 @@ def main() -> None:
     args = p.parse_args()
     dtype = torch.float32 if args.fp32 else torch.bfloat16
     print(f"{dtype}, {torch.get_num_threads()} threads, medians of {args.rounds} rounds of {args.calls} calls")
-    print("| tokens × in → out | plain ms | packed ms | packed / plain | + GELU: two calls ms | fused ms | fused / two |")
+    print("| tokens × in → out | plain ms | packed ms | packed / plain | + GELU: two calls ms | fused ms "
+          "| fused / two |")
     print("|---|---|---|---|---|---|---|")
     for m, k, n in SHAPES:
         torch.manual_seed(0)
