@@ -36,7 +36,7 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the transformer: pays when many samples "
                    "share a shape (30-50 s per new shape on a 2-core CPU; see gentron.compilation)")
     p.add_argument("--no-pack", dest="pack", action="store_false", help="on the CPU, run the transformer's linear "
-                   "layers on plain weights instead of a packed copy (gentron.packing): slower, half their memory")
+                   "layers on plain weights instead of packed copies (gentron.packing): slower, in less memory")
 
 
 def _load(args: argparse.Namespace):
