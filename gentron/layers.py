@@ -76,7 +76,7 @@ class Attention(nn.Module):
         d, w = x.shape[-1], self.qkv.weight
         if type(self.qkv) is nn.Linear and type(w.data) is torch.Tensor and w.is_floating_point():
             v = F.linear(x, w[2 * d:], self.qkv.bias[2 * d:])  # plain weights: v's rows alone
-        elif isinstance(self.qkv, PackedLinear):  # a packed copy of v's rows alone, made once
+        elif isinstance(self.qkv, PackedLinear):  # a packed copy of v's rows alone, made on first use
             v = self.qkv.forward_rows(x, 2 * d)
         else:  # quantized layers (torchao, bitsandbytes) don't slice: run the whole layer, keep v
             v = self.qkv(x)[..., 2 * d:]

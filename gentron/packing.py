@@ -1,11 +1,13 @@
 """Serving on the CPU with linear weights packed ahead in oneDNN's blocked layout, GELU fused into the MLP.
 
-``nn.Linear`` passes oneDNN a plain row-major weight on every call; a weight packed once ahead in oneDNN's own layout
-(what inductor's freezing pass does for a compiled graph) is multiplied faster. Measured on this project's AMX CPU in bf16
-(``python scripts/packing_gain.py``, session 11): packed / plain 0.67-0.87 for products of S/2's sizes and 0.77-1.00
-for B/2's; with the exact GELU fused, one call took 0.48-0.97 of a plain product and a separate GELU. The products
-are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds twice), so
-this is a serving switch like ``quantize``, not a different model.
+``nn.Linear`` passes oneDNN a plain row-major weight on every call; a weight packed once ahead in oneDNN's own
+layout (what inductor's freezing pass does for a compiled graph) is multiplied faster, and the exact GELU can run in
+the same call. Measured on this project's AMX CPU in bf16 (``python scripts/packing_gain.py``, session 11, products
+of S/2's and B/2's sizes): packed / plain 0.80-1.01, and product + GELU fused / apart 0.64-0.93 (one outlier 0.40);
+a step of the transformer gains more than its products alone (docs/benchmarks.md, section 2, ``unpacked ms``).
+The products are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds
+twice, and the two layouts below may sum in another order), so this is a serving switch like ``quantize``, not a
+different model: on 300 CompBench prompts bf16 packed scored within noise of bf16 unpacked (docs/evaluation.md).
 
 Where it applies: in inference (no gradients wanted) on the CPU. With gradients wanted, or on CUDA, a packed layer
 computes as the plain one does. The weight stays an ordinary parameter, so a packed model saves, loads, casts, copies
@@ -27,8 +29,9 @@ def packing_available() -> bool:
 
 
 # oneDNN lays a packed weight out for a batch size. Measured here (bf16, products of S/2's and B/2's sizes, scratch
-# survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows, 2x at 512-1024 rows x 3072 -> 768,
-# and its default layout from 1536 rows on, by 3-10%. So a layer keeps one of each, packed on first use.
+# survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows (2x at 512-1024 rows x 3072 -> 768),
+# the default layout from 1536 rows on for the MLP's products, by 1-12% (for 768 -> 768 the one-row layout won at
+# every size). So a layer keeps one of each, packed on first use.
 SMALL_ROWS = 1024
 
 
@@ -43,7 +46,7 @@ class PackedLinear(nn.Linear):
     The weight stays an ordinary parameter (so state_dict, load_state_dict, ``.to()``, deepcopy and in-place edits
     work as on ``nn.Linear``); the packed copy is remade when the weight changes (its storage, version or dtype).
     With gradients wanted, or off the CPU, it computes as the plain layer does: the packed product has no backward.
-    The price is up to two more copies of these weights in memory (``gentron.quantization.weight_bytes`` counts them)."""
+    The price is up to two more copies of these weights in memory (gentron.quantization.weight_bytes counts them)."""
 
     def __init__(self, linear: nn.Linear, activation: str = "none"):
         nn.Module.__init__(self)
