@@ -6,13 +6,13 @@ the same call. Measured on this project's AMX CPU in bf16 (``python scripts/pack
 of S/2's and B/2's sizes): packed / plain 0.80-1.01, and product + GELU fused / apart 0.64-0.93 (one outlier 0.40);
 a step of the transformer gains more than its products alone (docs/benchmarks.md, section 2, ``unpacked ms``).
 The products are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds
-twice, and the two layouts below may sum in another order), so this is a serving switch like ``quantize``, not a
+twice, and the packed product may sum in another order), so this is a serving switch like ``quantize``, not a
 different model: on 300 CompBench prompts bf16 packed scored within noise of bf16 unpacked (docs/evaluation.md).
 
 Where it applies: in inference (no gradients wanted) on the CPU. With gradients wanted, or on CUDA, a packed layer
 computes as the plain one does. The weight stays an ordinary parameter, so a packed model saves, loads, casts, copies
-and takes in-place edits like any other; the packed copies (one laid out for few rows, one for many, each made on
-first use and remade when the weight changes) cost up to two more copies of these weights in memory.
+and takes in-place edits like any other; the packed copy, remade when the weight changes, costs a second copy of
+these weights in memory.
 """
 from __future__ import annotations
 
@@ -29,14 +29,12 @@ def packing_available() -> bool:
 
 
 # oneDNN lays a packed weight out for a batch size. Measured here (bf16, products of S/2's and B/2's sizes, scratch
-# survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows (2x at 512-1024 rows x 3072 -> 768),
-# the default layout from 1536 rows on for the MLP's products, by 1-12% (for 768 -> 768 the one-row layout won at
-# every size). So a layer keeps one of each, packed on first use.
-SMALL_ROWS = 1024
-
-
-def _pack(weight: torch.Tensor, small: bool) -> torch.Tensor:
-    return _ops._reorder_linear_weight(weight.detach().contiguous(), 1 if small else None)
+# survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows (512 rows x 3072 -> 768: 1.6 ms
+# against 3.0 in the default layout and 1.8 plain) and 1-12% slower than the default one from 1536 rows for the MLP's
+# products alone; yet whole B/2 and S/2 steps of 1536-3072 rows ran in 0.95-0.99 of their time with the one-row
+# layout than with the default one there. So one copy, in the one-row layout.
+def _pack(weight: torch.Tensor) -> torch.Tensor:
+    return _ops._reorder_linear_weight(weight.detach().contiguous(), 1)
 
 
 class PackedLinear(nn.Linear):
@@ -46,7 +44,7 @@ class PackedLinear(nn.Linear):
     The weight stays an ordinary parameter (so state_dict, load_state_dict, ``.to()``, deepcopy and in-place edits
     work as on ``nn.Linear``); the packed copy is remade when the weight changes (its storage, version or dtype).
     With gradients wanted, or off the CPU, it computes as the plain layer does: the packed product has no backward.
-    The price is up to two more copies of these weights in memory (gentron.quantization.weight_bytes counts them)."""
+    The price is a second copy of these weights in memory (``gentron.quantization.weight_bytes`` counts it)."""
 
     def __init__(self, linear: nn.Linear, activation: str = "none"):
         nn.Module.__init__(self)
@@ -54,20 +52,21 @@ class PackedLinear(nn.Linear):
             raise ValueError(f"activation must be 'none' or 'gelu' (exact), got {activation!r}")
         self.in_features, self.out_features, self.activation = linear.in_features, linear.out_features, activation
         self.weight, self.bias = linear.weight, linear.bias  # the same parameters, shared
-        self._packed: dict[tuple[int, bool], tuple[tuple, torch.Tensor]] = {}  # (first row, small) -> (key, packed)
+        self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # first row -> (weight's key, packed rows)
+        if self.weight.device.type == "cpu" and self.weight.is_floating_point():
+            self.packed_rows(0)
 
     def _key(self) -> tuple:
         w = self.weight
         return w.data_ptr(), w._version, w.dtype, w.device
 
-    def packed_rows(self, start: int = 0, small: bool = False) -> torch.Tensor:
-        """The packed copy of the weight's rows ``start:``, laid out for inputs of at most ``SMALL_ROWS`` rows or for
-        more; made on first use, and again if the weight changed since."""
-        key, slot = self._key(), (start, small)
-        if slot not in self._packed or self._packed[slot][0] != key:
+    def packed_rows(self, start: int = 0) -> torch.Tensor:
+        """The packed copy of the weight's rows ``start:``, made now if the weight changed since."""
+        key = self._key()
+        if start not in self._packed or self._packed[start][0] != key:
             with torch.no_grad():
-                self._packed[slot] = key, _pack(self.weight[start:], small)
-        return self._packed[slot][1]
+                self._packed[start] = key, _pack(self.weight[start:])
+        return self._packed[start][1]
 
     def _plain(self) -> bool:
         w = self.weight
@@ -81,8 +80,7 @@ class PackedLinear(nn.Linear):
             y = F.linear(x, self.weight[start:], bias)
             return F.gelu(y) if self.activation == "gelu" else y
         algorithm = "none" if self.activation == "gelu" else ""  # "none": the exact GELU, not the tanh one
-        weight = self.packed_rows(start, x.numel() // x.shape[-1] <= SMALL_ROWS)
-        return _ops._linear_pointwise(x.contiguous(), weight, bias, self.activation, [], algorithm)
+        return _ops._linear_pointwise(x.contiguous(), self.packed_rows(start), bias, self.activation, [], algorithm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_rows(x, 0)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gentron.model import GenTronTransformer
-from gentron.packing import SMALL_ROWS, PackedLinear, is_packed, pack_linears, packing_available, unpack_linears
+from gentron.packing import PackedLinear, is_packed, pack_linears, packing_available, unpack_linears
 
 pytestmark = pytest.mark.skipif(not packing_available(), reason="this torch build has no oneDNN")
 
@@ -19,7 +19,7 @@ def _linear(dtype=torch.float32, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tokens", [10, SMALL_ROWS])  # 20 rows, and 2048: the two packed layouts
+@pytest.mark.parametrize("tokens", [10, 1024])
 def test_packed_product_is_the_plain_one(dtype, tokens):
     plain = _linear(dtype)
     x = torch.randn(2, tokens, 64).to(dtype)
@@ -29,7 +29,6 @@ def test_packed_product_is_the_plain_one(dtype, tokens):
         fused = PackedLinear(plain, "gelu")(x)
         assert torch.allclose(fused.float(), F.gelu(plain(x).float()), atol=1e-5 if dtype == torch.float32 else 2e-2)
         assert torch.allclose(packed(x.transpose(0, 1)).float(), plain(x.transpose(0, 1)).float(), atol=1e-2, rtol=1e-2)
-    assert {small for _, small in packed._packed} == {tokens == 10}  # the layout for the rows it was given
 
 
 def _video_model():
