@@ -3,8 +3,8 @@
 ``nn.Linear`` passes oneDNN a plain row-major weight on every call; a weight packed once ahead in oneDNN's own
 layout (what inductor's freezing pass does for a compiled graph) is multiplied faster, and the exact GELU can run in
 the same call. Measured on this project's AMX CPU in bf16 (``python scripts/packing_gain.py``, session 11, products
-of S/2's and B/2's sizes): packed / plain 0.80-1.01, and product + GELU fused / apart 0.64-0.93 (one outlier 0.40);
-a step of the transformer gains more than its products alone (docs/benchmarks.md, section 2, ``unpacked ms``).
+of S/2's and B/2's sizes): packed / plain 0.77-1.04, and product + GELU fused / apart 0.65-0.99 (whole steps
+packed and unpacked: docs/benchmarks.md, section 2).
 The products are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds
 twice, and the packed product may sum in another order), so this is a serving switch like ``quantize``, not a
 different model: on 300 CompBench prompts bf16 packed scored within noise of bf16 unpacked (docs/evaluation.md).
@@ -31,8 +31,8 @@ def packing_available() -> bool:
 # oneDNN lays a packed weight out for a batch size. Measured here (bf16, products of S/2's and B/2's sizes, scratch
 # survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows (512 rows x 3072 -> 768: 1.6 ms
 # against 3.0 in the default layout and 1.8 plain) and 1-12% slower than the default one from 1536 rows for the MLP's
-# products alone; yet whole B/2 and S/2 steps of 1536-3072 rows ran in 0.95-0.99 of their time with the one-row
-# layout than with the default one there. So one copy, in the one-row layout.
+# products alone; yet whole B/2 and S/2 steps of 1536-3072 rows took 0.95-0.99 of the time with the one-row layout
+# that they took with the default one there (scratch A/B). So one copy, in the one-row layout.
 def _pack(weight: torch.Tensor) -> torch.Tensor:
     return _ops._reorder_linear_weight(weight.detach().contiguous(), 1)
 
