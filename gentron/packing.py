@@ -108,7 +108,7 @@ def pack_linears(module: nn.Module) -> nn.Module:
     Quantized layers, and everything on CUDA, stay as they are."""
     if not packing_available():
         return module
-    for name, child in list(module.named_modules()):
+    for child in list(module.modules()):
         act = getattr(child, "act", None)
         fuse = isinstance(act, nn.GELU) and act.approximate == "none" and _packable(getattr(child, "fc1", None))
         if fuse:
