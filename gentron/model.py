@@ -20,27 +20,27 @@ from .config import GenTronConfig, get_preset
 from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, rope_angles, sincos_1d, sincos_2d
 
 
-def _positions(dim: int, rows: int, cols: int | None, base_size: int | None, scale: float,
-               device: torch.device) -> torch.Tensor:
-    """Sine-cosine positions of a (rows, cols) patch grid, or of ``rows`` frames when ``cols`` is None. The same
-    at every step, so computed once per shape and shared: read-only.
-    Under torch.compile they are traced, and become constants of the graph."""
+def _grid_constant(fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
+    """``fn(*args)`` for a patch grid or a frame count (sine-cosine positions, rotary angles): the same at every
+    step, so computed once per shape and shared: read-only. Under torch.compile it is traced, and becomes a
+    constant of the graph."""
     if torch.compiler.is_compiling():
-        return _sincos(dim, rows, cols, base_size, scale, device)
-    return _cached_positions(dim, rows, cols, base_size, scale, device)
+        return fn(*args)
+    return _cached(fn, *args)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
+    with torch.inference_mode(False):  # a plain tensor, usable later with autograd on
+        return fn(*args)
 
 
 def _sincos(dim: int, rows: int, cols: int | None, base_size: int | None, scale: float,
             device: torch.device) -> torch.Tensor:
+    """Sine-cosine positions of a (rows, cols) patch grid, or of ``rows`` frames when ``cols`` is None."""
     if cols is None:
         return sincos_1d(dim, torch.arange(rows, device=device))
     return sincos_2d(dim, rows, cols, base_size, scale, device)
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_positions(*args) -> torch.Tensor:
-    with torch.inference_mode(False):  # a plain tensor, usable later with autograd on
-        return _sincos(*args)
 
 
 class TimestepTable(NamedTuple):
@@ -238,7 +238,8 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         dtype = self.x_embedder.weight.dtype
         x = self.x_embedder(rearrange(latents, "b c f h w -> (b f) c h w").to(dtype))  # (BF, D, h/p, w/p)
         gh, gw = x.shape[-2:]
-        pos = _positions(cfg.hidden_size, gh, gw, cfg.pos_embed_base_size, cfg.pos_embed_interpolation_scale, x.device)
+        pos = _grid_constant(_sincos, cfg.hidden_size, gh, gw, cfg.pos_embed_base_size,
+                             cfg.pos_embed_interpolation_scale, x.device)
         # contiguous: an elementwise op keeps its input's layout, and the convolution's transposed one would
         # make every later add strided and every linear copy its input (measured: 2x PixArt's copies and adds)
         x = (rearrange(x, "bf d gh gw -> bf (gh gw) d") + pos.to(x.dtype)).contiguous()  # (BF, N, D)
@@ -262,8 +263,8 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             mods = table.modulations[rows].repeat_interleave(f, dim=0)
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
-        frame_pos = _positions(cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
-        rope = rope_angles(cfg.hidden_size // cfg.num_heads, gh, gw, x.device) if cfg.rope else None
+        frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
+        rope = _grid_constant(rope_angles, cfg.hidden_size // cfg.num_heads, gh, gw, x.device) if cfg.rope else None
 
         for i, block in enumerate(self.blocks):
             kv = text.keys_values[i] if text.keys_values else text.tokens
