@@ -25,6 +25,10 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default=None,
                    help="sampler: ddim, dpm++ or euler (default: the model's own; ddim for the built-in model)")
+    p.add_argument("--guidance-interval", default=None, metavar="LOW,HIGH",
+                   help="guide only at the steps whose timestep (0-1000) lies in LOW..HIGH; the others take the "
+                   "prompt's plain prediction (default: the model's own; 0,900 for the built-in model; 0,1000 guides "
+                   "every step)")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
                    "random:PRESET for an explicitly random one")
@@ -39,13 +43,24 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    "layers on plain weights instead of packed copies (gentron.packing): slower, in less memory")
 
 
+def _interval(text: str) -> tuple[float, float]:
+    """"0,900" -> (0.0, 900.0); the pipeline checks the range."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--guidance-interval takes two timesteps as LOW,HIGH, e.g. 0,900; got {text!r}") from None
+    return low, high
+
+
 def _load(args: argparse.Namespace):
-    """The pipeline the arguments name, loaded once; ``--scheduler`` left out becomes the model's own sampler, so the
-    settings a run records name the one it used."""
+    """The pipeline the arguments name, loaded once; ``--scheduler`` and ``--guidance-interval`` left out become the
+    model's own, so the settings a run records name the ones it used."""
     from .loading import load_pipeline
 
+    interval = None if args.guidance_interval is None else _interval(args.guidance_interval)
     pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text, args.pack)
     args.scheduler = args.scheduler or pipe.default_sampler
+    args.guidance_interval = interval or pipe.default_guidance_interval
     return pipe
 
 
@@ -74,7 +89,7 @@ def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
                    frames=job["frames"], height=job.get("resolution", args.resolution), num_inference_steps=args.steps,
                    text_guidance=job.get("text_guidance", args.text_guidance),
                    motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
-                   sampler=args.scheduler)
+                   sampler=args.scheduler, guidance_interval=args.guidance_interval)
         settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": args.quantize_text or args.quantize,
                     "fps": args.fps}
         path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)

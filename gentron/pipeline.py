@@ -49,10 +49,13 @@ class GenTronPipeline(DiffusionPipeline):
 
     def __init__(self, transformer: GenTronTransformer, vae: AutoencoderKL, scheduler: SchedulerMixin,
                  text_encoder: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
-                 text_encoder_2: PreTrainedModel | None = None, tokenizer_2: PreTrainedTokenizerBase | None = None):
+                 text_encoder_2: PreTrainedModel | None = None, tokenizer_2: PreTrainedTokenizerBase | None = None,
+                 guidance_interval: list[float] | None = None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
+        # the model's own default, kept in its folder's model_index.json (as diffusers keeps requires_safety_checker)
+        self.register_to_config(guidance_interval=None if guidance_interval is None else list(guidance_interval))
 
     # ---- properties of the loaded model -------------------------------------------------------
     @property
@@ -86,9 +89,18 @@ class GenTronPipeline(DiffusionPipeline):
         beat 25 DPM-Solver++ steps on CompBench (docs/evaluation.md); 'dpm++' for a converted PixArt."""
         return sampler_name(self.scheduler)
 
+    @property
+    def default_guidance_interval(self) -> tuple[float, float]:
+        """The timesteps at which this model's sampling guides by default (``guidance_interval``): (0, 900) for the
+        built-in model, where leaving its three noisiest steps unguided drew counts right more often
+        (docs/evaluation.md); every timestep, (0, num_train_timesteps), for a model whose folder names none."""
+        interval = self.config.get("guidance_interval")
+        return (0.0, float(self.scheduler.config.num_train_timesteps)) if interval is None else tuple(interval)
+
     # ---- validation: one place, used by the CLI and the app too -------------------------------
     def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
-                     text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str) -> None:
+                     text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str,
+                     guidance_interval: tuple[float, float] | None = None) -> None:
         """Raise ValueError naming the parameter and its allowed range."""
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if not isinstance(text, str):
@@ -120,6 +132,13 @@ class GenTronPipeline(DiffusionPipeline):
             _check_int("seed", seed, 0, MAX_SEED)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if guidance_interval is not None:
+            top = self.scheduler.config.num_train_timesteps
+            ok = isinstance(guidance_interval, (list, tuple)) and len(guidance_interval) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in guidance_interval)
+            if not ok or not 0 <= guidance_interval[0] <= guidance_interval[1] <= top:
+                raise ValueError(f"guidance_interval must be two timesteps (low, high) with 0 <= low <= high <= {top}, "
+                                 f"e.g. (0, {top}) to guide at every step; got {guidance_interval!r}")
 
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
@@ -139,11 +158,16 @@ class GenTronPipeline(DiffusionPipeline):
         callback: StepCallback | None = None,
         preview_every: int = 5,
         should_stop: Callable[[], bool] | None = None,
+        guidance_interval: tuple[float, float] | None = None,
     ) -> GenTronOutput:
         """Generate one sample, or one per λM when ``motion_guidance`` is a list (same noise, same text).
 
         ``seed`` makes the result reproducible (bit-identical on the CPU); a ``generator`` overrides it.
         ``sampler`` None samples with the model's own (``default_sampler``).
+        ``guidance_interval`` (low, high): guide (λT, λM) only at the steps whose timestep lies in it, inclusive;
+        the others take the prompt's plain prediction, one branch, as λT = λM = 1 would (Kynkäänniemi et al. 2024,
+        "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models").
+        None: the model's own (``default_guidance_interval``).
         """
         started = time.perf_counter()
         sampler = sampler or self.default_sampler
@@ -151,7 +175,8 @@ class GenTronPipeline(DiffusionPipeline):
         width = width or height
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]
         self.check_inputs(prompt, negative_prompt, frames, height, width, num_inference_steps, text_guidance, lm,
-                          seed, sampler)
+                          seed, sampler, guidance_interval)
+        low, high = guidance_interval = tuple(float(v) for v in guidance_interval or self.default_guidance_interval)
         batch = len(lm)
         device = self.transformer.device
 
@@ -161,7 +186,8 @@ class GenTronPipeline(DiffusionPipeline):
         emb, mask = emb.to(device), mask.to(device)
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
-        branches, weights = guidance_weights(float(text_guidance), lm if frames > 1 else None)
+        guided = guidance_weights(float(text_guidance), lm if frames > 1 else None)
+        plain = guidance_weights(1.0, [1.0] * batch if frames > 1 else None)  # the prompt's branch alone, weight 1
 
         scheduler = make_scheduler(sampler, dict(self.scheduler.config))
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -175,16 +201,23 @@ class GenTronPipeline(DiffusionPipeline):
         alphas = scheduler.alphas_cumprod.to(device)
         # once per request, not once per step: the caption projection, every block's text keys/values, and every
         # step's timestep embedding and adaLN modulation. Not the timesteps when compiled: the table's length
-        # would be one more static shape, and a new step count would compile anew.
-        text = self.transformer.prepare(*stack_branches(cond, uncond, branches),
-                                        timesteps=None if compiled else scheduler.timesteps)
+        # would be one more static shape, and a new step count would compile anew. A step outside the guidance
+        # interval runs the prompt's branch alone, on a text prepared for that branch.
+        in_interval = [low <= float(t) <= high for t in scheduler.timesteps]
+        texts = {}
+        for kind, (branches, _) in (("guided", guided), ("plain", plain)):
+            if (kind == "guided") in in_interval:  # only what some step uses
+                texts[kind] = self.transformer.prepare(*stack_branches(cond, uncond, branches),
+                                                       timesteps=None if compiled else scheduler.timesteps)
 
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             if should_stop is not None and should_stop():
                 raise Interrupted(f"stopped at step {i} of {total}")
             x_in = scheduler.scale_model_input(latents, t)
-            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), text, None, branches, weights)
+            kind = "guided" if in_interval[i] else "plain"
+            branches, weights = guided if in_interval[i] else plain
+            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[kind], None, branches, weights)
             latents = scheduler.step(eps, t, latents).prev_sample
             if callback is not None:
                 preview = None
@@ -197,7 +230,8 @@ class GenTronPipeline(DiffusionPipeline):
         seconds = time.perf_counter() - started
         settings = [dict(prompt=prompt, negative_prompt=negative_prompt, frames=frames, height=height, width=width,
                          steps=num_inference_steps, text_guidance=float(text_guidance), motion_guidance=m,
-                         seed=seed, sampler=sampler, model=self.name_or_path) for m in lm]
+                         seed=seed, sampler=sampler, guidance_interval=list(guidance_interval),
+                         model=self.name_or_path) for m in lm]
         return GenTronOutput(frames_out, settings, seconds)
 
     @torch.no_grad()

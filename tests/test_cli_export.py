@@ -43,13 +43,15 @@ def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["path"] == str(out) and line["seed"] == 5 and line["frames"] == 3 and line["seconds"] > 0
     assert read_settings(out)["prompt"] == "a red circle moving left"
+    assert line["guidance_interval"] == [0.0, 1000.0]  # the model's own: this folder names none
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text('{"id": "img", "prompt": "a blue square"}\n{"id": "vid", "prompt": "a red star spinning", '
                     '"frames": 2}\n')
     assert main(["generate", "--prompts-file", str(jobs), "--out-dir", str(tmp_path / "o"), "--model",
                  str(tiny_pipeline_dir), "--resolution", "32", "--steps", "2", "--quantize", "bf16",
-                 "--quantize-text", "none"]) == 0
+                 "--quantize-text", "none", "--guidance-interval", "0,800"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert lines[1]["guidance_interval"] == [0.0, 800.0]
     assert [x["id"] for x in lines] == ["img", "vid"]
     assert (lines[0]["quantize"], lines[0]["quantize_text"]) == ("bf16", "none")
     assert (tmp_path / "o" / "img.png").exists() and (tmp_path / "o" / "vid.mp4").exists()
@@ -75,6 +77,8 @@ def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     (["--prompt", "a red circle", "--out", "x.png", "--quantize", "int3"], "quantize must be one of"),
     (["--prompt", "a red circle", "--out", "x.png", "--quantize-text", "int3"], "quantize_text: quantize must be"),
     (["--prompt", "a red circle", "--out", "x.png", "--model", "/nonexistent/model"], "does not exist"),
+    (["--prompt", "a red circle", "--out", "x.png", "--guidance-interval", "900"], "two timesteps as LOW,HIGH"),
+    (["--prompt", "a red circle", "--out", "x.png", "--guidance-interval", "900,0"], "guidance_interval must be"),
 ])
 def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, capsys, argv, match, monkeypatch):
     monkeypatch.chdir(tmp_path)

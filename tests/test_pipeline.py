@@ -1,8 +1,11 @@
 """The pipeline end to end on a tiny random model: determinism, previews, stop, validation, I/O."""
+import copy
+
 import numpy as np
 import pytest
 import torch
 
+from gentron.bench import liven
 from gentron.diffusion import SAMPLERS, make_scheduler
 from gentron.pipeline import GenTronPipeline, Interrupted
 from gentron.text import check_round_trip, encode_text
@@ -84,11 +87,57 @@ def test_compare_motion_strengths_share_noise(tiny_pipeline):
     (dict(frames=10_000), "frames"),
     (dict(num_inference_steps=0), "steps"),
     (dict(sampler="plms"), "sampler must be one of"),
+    (dict(guidance_interval=(900, 100)), "guidance_interval must be two timesteps"),
+    (dict(guidance_interval=(0, 2000)), "guidance_interval"),
+    (dict(guidance_interval=(0,)), "guidance_interval"),
+    (dict(guidance_interval=("0", 900)), "guidance_interval"),
+    (dict(guidance_interval=(0, float("nan"))), "guidance_interval"),
 ])
 def test_bad_input_names_the_parameter(tiny_pipeline, kwargs, match):
     args = dict(prompt="a red circle", height=32, num_inference_steps=2) | kwargs
     with pytest.raises(ValueError, match=match):
         tiny_pipeline(**args)
+
+
+@pytest.fixture(scope="module")
+def live_pipeline(tiny_pipeline):
+    """The tiny pipeline with its zero-initialised gates given random values, so that guidance changes the sample."""
+    pipe = copy.deepcopy(tiny_pipeline)
+    liven(pipe.transformer, seed=1)
+    return pipe
+
+
+def test_guidance_interval_guides_only_its_steps(live_pipeline, monkeypatch):
+    """Steps outside the interval run the prompt's branch alone: an interval holding no step gives exactly the
+    unguided sample (λT = λM = 1), one holding every step the default; the settings record the interval."""
+    kw = dict(prompt="a red circle moving up", frames=2, seed=4, text_guidance=7.5, motion_guidance=1.3, **KW)
+    full = live_pipeline(**kw)
+    assert full.settings[0]["guidance_interval"] == [0.0, 1000.0]  # a model whose folder names none: every step
+    assert np.array_equal(full.frames, live_pipeline(**kw, guidance_interval=(0, 1000)).frames)
+    none = live_pipeline(**kw, guidance_interval=(0, 0))  # trailing timesteps of 4 steps: 999, 749, 499, 249
+    unguided = live_pipeline(**{**kw, "text_guidance": 1.0, "motion_guidance": 1.0})
+    assert np.array_equal(none.frames, unguided.frames) and not np.array_equal(none.frames, full.frames)
+
+    batches, forward = [], type(live_pipeline.transformer).forward
+    monkeypatch.setattr(type(live_pipeline.transformer), "forward",
+                        lambda self, x, *a, **k: batches.append(x.shape[0]) or forward(self, x, *a, **k))
+    out = live_pipeline(**kw, guidance_interval=(200, 800))
+    assert batches == [1, 3, 3, 3] and out.settings[0]["guidance_interval"] == [200.0, 800.0]
+
+
+def test_guidance_interval_default_comes_from_the_model_folder(live_pipeline, tmp_path):
+    """A folder's model_index.json may name the model's own interval (the built-in model's does); None uses it."""
+    live_pipeline.register_to_config(guidance_interval=[0, 800])
+    try:
+        live_pipeline.save_pretrained(tmp_path)
+    finally:
+        live_pipeline.register_to_config(guidance_interval=None)
+    loaded = GenTronPipeline.from_pretrained(tmp_path)
+    assert loaded.default_guidance_interval == (0, 800) and live_pipeline.default_guidance_interval == (0.0, 1000.0)
+    default = loaded("a blue square", seed=5, **KW)
+    assert default.settings[0]["guidance_interval"] == [0.0, 800.0]
+    assert np.array_equal(default.frames, live_pipeline("a blue square", seed=5, guidance_interval=(0, 800), **KW).frames)
+    assert not np.array_equal(default.frames, live_pipeline("a blue square", seed=5, **KW).frames)
 
 
 def test_unicode_prompt_is_fine(tiny_pipeline):

@@ -55,7 +55,8 @@ def run_sweep(pipe, out_dir: Path, gen_args: argparse.Namespace, suite: str, val
                        "seconds": sum(r["seconds"] for r in summary["results"])})
     result = {"suite": suite, "parameter": param, "values": values, "seed": seed, "n_images": n_images,
               "n_videos": n_videos, "settings": {k: getattr(gen_args, k) for k in
-                                                 ("steps", "text_guidance", "motion_guidance", "scheduler", "model")},
+                                                 ("steps", "text_guidance", "motion_guidance", "scheduler",
+                                                  "guidance_interval", "model")},
               "points": points}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(result, indent=1))
