@@ -27,8 +27,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    help="sampler: ddim, dpm++ or euler (default: the model's own; ddim for the built-in model)")
     p.add_argument("--guidance-interval", default=None, metavar="LOW,HIGH",
                    help="guide only at the steps whose timestep (0-1000) lies in LOW..HIGH; the others take the "
-                   "prompt's plain prediction (default: the model's own; 0,900 for the built-in model; 0,1000 guides "
-                   "every step)")
+                   "prompt's plain prediction, one branch, so they cost less (default: the model's own; every step, "
+                   "0,1000, for the built-in model)")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
                    "random:PRESET for an explicitly random one")

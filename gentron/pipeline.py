@@ -91,9 +91,10 @@ class GenTronPipeline(DiffusionPipeline):
 
     @property
     def default_guidance_interval(self) -> tuple[float, float]:
-        """The timesteps at which this model's sampling guides by default (``guidance_interval``): (0, 900) for the
-        built-in model, where leaving its three noisiest steps unguided drew counts right more often
-        (docs/evaluation.md); every timestep, (0, num_train_timesteps), for a model whose folder names none."""
+        """The timesteps at which this model's sampling guides by default (``guidance_interval`` in its folder's
+        model_index.json); every timestep, (0, num_train_timesteps), where the folder names none, as the built-in
+        model's does not: on it, intervals that leave the noisiest steps unguided gained nothing beyond noise on
+        CompBench (docs/evaluation.md)."""
         interval = self.config.get("guidance_interval")
         return (0.0, float(self.scheduler.config.num_train_timesteps)) if interval is None else tuple(interval)
 
