@@ -177,7 +177,7 @@ class GenTronPipeline(DiffusionPipeline):
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]
         self.check_inputs(prompt, negative_prompt, frames, height, width, num_inference_steps, text_guidance, lm,
                           seed, sampler, guidance_interval)
-        low, high = guidance_interval = tuple(float(v) for v in guidance_interval or self.default_guidance_interval)
+        guidance_interval = tuple(float(v) for v in guidance_interval or self.default_guidance_interval)
         batch = len(lm)
         device = self.transformer.device
 
@@ -187,8 +187,9 @@ class GenTronPipeline(DiffusionPipeline):
         emb, mask = emb.to(device), mask.to(device)
         cond = (emb[:1].expand(batch, -1, -1), mask[:1].expand(batch, -1))
         uncond = (emb[1:].expand(batch, -1, -1), mask[1:].expand(batch, -1))
-        guided = guidance_weights(float(text_guidance), lm if frames > 1 else None)
-        plain = guidance_weights(1.0, [1.0] * batch if frames > 1 else None)  # the prompt's branch alone, weight 1
+        # (branches, weights) of a step in the guidance interval and of one outside it: the prompt's branch alone
+        plans = {True: guidance_weights(float(text_guidance), lm if frames > 1 else None),
+                 False: guidance_weights(1.0, [1.0] * batch if frames > 1 else None)}
 
         scheduler = make_scheduler(sampler, dict(self.scheduler.config))
         scheduler.set_timesteps(num_inference_steps, device=device)
@@ -204,21 +205,20 @@ class GenTronPipeline(DiffusionPipeline):
         # step's timestep embedding and adaLN modulation. Not the timesteps when compiled: the table's length
         # would be one more static shape, and a new step count would compile anew. A step outside the guidance
         # interval runs the prompt's branch alone, on a text prepared for that branch.
+        low, high = guidance_interval
         in_interval = [low <= float(t) <= high for t in scheduler.timesteps]
-        texts = {}
-        for kind, (branches, _) in (("guided", guided), ("plain", plain)):
-            if (kind == "guided") in in_interval:  # only what some step uses
-                texts[kind] = self.transformer.prepare(*stack_branches(cond, uncond, branches),
-                                                       timesteps=None if compiled else scheduler.timesteps)
+        texts = {inside: self.transformer.prepare(*stack_branches(cond, uncond, plans[inside][0]),
+                                                  timesteps=None if compiled else scheduler.timesteps)
+                 for inside in set(in_interval)}
 
         total = len(scheduler.timesteps)
         for i, t in enumerate(scheduler.timesteps):
             if should_stop is not None and should_stop():
                 raise Interrupted(f"stopped at step {i} of {total}")
             x_in = scheduler.scale_model_input(latents, t)
-            kind = "guided" if in_interval[i] else "plain"
-            branches, weights = guided if in_interval[i] else plain
-            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[kind], None, branches, weights)
+            branches, weights = plans[in_interval[i]]
+            eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[in_interval[i]], None,
+                               branches, weights)
             latents = scheduler.step(eps, t, latents).prev_sample
             if callback is not None:
                 preview = None
