@@ -29,6 +29,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
                    help="guide only at the steps whose timestep (0-1000) lies in LOW..HIGH; the others take the "
                    "prompt's plain prediction, one branch, so they cost less (default: the model's own; every step, "
                    "0,1000, for the built-in model)")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM's η: fresh noise mixed in at every step, from 0 "
+                   "(deterministic) to 1 (as much as DDPM); the ddim sampler only")
     p.add_argument("--fps", type=float, default=4.0)
     p.add_argument("--model", default=None, help="folder or hub id; default: the built-in model; "
                    "random:PRESET for an explicitly random one")
@@ -89,7 +91,7 @@ def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
                    frames=job["frames"], height=job.get("resolution", args.resolution), num_inference_steps=args.steps,
                    text_guidance=job.get("text_guidance", args.text_guidance),
                    motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
-                   sampler=args.scheduler, guidance_interval=args.guidance_interval)
+                   sampler=args.scheduler, guidance_interval=args.guidance_interval, eta=args.eta)
         settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": args.quantize_text or args.quantize,
                     "fps": args.fps}
         path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)

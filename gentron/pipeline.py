@@ -101,7 +101,7 @@ class GenTronPipeline(DiffusionPipeline):
     # ---- validation: one place, used by the CLI and the app too -------------------------------
     def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
                      text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str,
-                     guidance_interval: tuple[float, float] | None = None) -> None:
+                     guidance_interval: tuple[float, float] | None = None, eta: float = 0.0) -> None:
         """Raise ValueError naming the parameter and its allowed range."""
         for name, text in (("prompt", prompt), ("negative_prompt", negative_prompt)):
             if not isinstance(text, str):
@@ -133,6 +133,12 @@ class GenTronPipeline(DiffusionPipeline):
             _check_int("seed", seed, 0, MAX_SEED)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or not 0 <= eta <= 1:
+            raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1 (as stochastic as DDPM), "
+                             f"got {eta!r}")
+        if eta and sampler != "ddim":
+            raise ValueError(f"eta applies to the ddim sampler only (got sampler {sampler!r}): pass sampler='ddim' "
+                             "or eta=0")
         if guidance_interval is not None:
             top = self.scheduler.config.num_train_timesteps
             ok = isinstance(guidance_interval, (list, tuple)) and len(guidance_interval) == 2 and all(
@@ -160,6 +166,7 @@ class GenTronPipeline(DiffusionPipeline):
         preview_every: int = 5,
         should_stop: Callable[[], bool] | None = None,
         guidance_interval: tuple[float, float] | None = None,
+        eta: float = 0.0,
     ) -> GenTronOutput:
         """Generate one sample, or one per λM when ``motion_guidance`` is a list (same noise, same text).
 
@@ -169,6 +176,8 @@ class GenTronPipeline(DiffusionPipeline):
         the others take the prompt's plain prediction, one branch, as λT = λM = 1 would (Kynkäänniemi et al. 2024,
         "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models").
         None: the model's own (``default_guidance_interval``).
+        ``eta``: DDIM's η (Song et al. 2021), fresh noise mixed in at every step from 0 (deterministic, the default)
+        to 1 (DDPM's amount); drawn from the same generator as the starting noise, so a seed still reproduces.
         """
         started = time.perf_counter()
         sampler = sampler or self.default_sampler
@@ -176,7 +185,7 @@ class GenTronPipeline(DiffusionPipeline):
         width = width or height
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]
         self.check_inputs(prompt, negative_prompt, frames, height, width, num_inference_steps, text_guidance, lm,
-                          seed, sampler, guidance_interval)
+                          seed, sampler, guidance_interval, eta)
         guidance_interval = tuple(float(v) for v in guidance_interval or self.default_guidance_interval)
         batch = len(lm)
         device = self.transformer.device
@@ -219,7 +228,11 @@ class GenTronPipeline(DiffusionPipeline):
             branches, weights = plans[in_interval[i]]
             eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[in_interval[i]], None,
                                branches, weights)
-            latents = scheduler.step(eps, t, latents).prev_sample
+            extra = {}
+            if eta:  # one noise for every λM, as at the start
+                noise = torch.randn(latents.shape[1:], generator=generator).expand_as(latents).to(device)
+                extra = dict(eta=float(eta), variance_noise=noise)
+            latents = scheduler.step(eps, t, latents, **extra).prev_sample
             if callback is not None:
                 preview = None
                 if (i + 1) % preview_every == 0 and i + 1 < total:
@@ -231,7 +244,7 @@ class GenTronPipeline(DiffusionPipeline):
         seconds = time.perf_counter() - started
         settings = [dict(prompt=prompt, negative_prompt=negative_prompt, frames=frames, height=height, width=width,
                          steps=num_inference_steps, text_guidance=float(text_guidance), motion_guidance=m,
-                         seed=seed, sampler=sampler, guidance_interval=list(guidance_interval),
+                         seed=seed, sampler=sampler, guidance_interval=list(guidance_interval), eta=float(eta),
                          model=self.name_or_path) for m in lm]
         return GenTronOutput(frames_out, settings, seconds)
 

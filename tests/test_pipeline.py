@@ -92,6 +92,9 @@ def test_compare_motion_strengths_share_noise(tiny_pipeline):
     (dict(guidance_interval=(0,)), "guidance_interval"),
     (dict(guidance_interval=("0", 900)), "guidance_interval"),
     (dict(guidance_interval=(0, float("nan"))), "guidance_interval"),
+    (dict(eta=-0.1), "eta must be a number from 0"),
+    (dict(eta=1.5), "eta must be a number from 0"),
+    (dict(eta=0.5, sampler="dpm++"), "eta applies to the ddim sampler only"),
 ])
 def test_bad_input_names_the_parameter(tiny_pipeline, kwargs, match):
     args = dict(prompt="a red circle", height=32, num_inference_steps=2) | kwargs
@@ -138,6 +141,19 @@ def test_guidance_interval_default_comes_from_the_model_folder(live_pipeline, tm
     assert default.settings[0]["guidance_interval"] == [0.0, 800.0]
     assert np.array_equal(default.frames, live_pipeline("a blue square", seed=5, guidance_interval=(0, 800), **KW).frames)
     assert not np.array_equal(default.frames, live_pipeline("a blue square", seed=5, **KW).frames)
+
+
+def test_ddim_eta_is_seeded_and_shared_across_motion_strengths(live_pipeline):
+    """η = 0 is plain DDIM; η > 0 draws its step noise from the request's generator (a seed reproduces it), one
+    noise for every λM of a comparison, as the starting noise is."""
+    kw = dict(prompt="a red circle moving up", frames=2, seed=6, sampler="ddim", **KW)
+    plain = live_pipeline(**kw)
+    assert np.array_equal(plain.frames, live_pipeline(**kw, eta=0.0).frames)
+    a, b = live_pipeline(**kw, eta=0.5), live_pipeline(**kw, eta=0.5)
+    assert np.array_equal(a.frames, b.frames) and not np.array_equal(a.frames, plain.frames)
+    assert a.settings[0]["eta"] == 0.5 and plain.settings[0]["eta"] == 0.0
+    many = live_pipeline(**kw, eta=0.5, motion_guidance=[0.0, 1.0])
+    assert np.abs(many.frames[1].astype(int) - a.frames[0]).max() <= 1  # batched equals alone
 
 
 def test_unicode_prompt_is_fine(tiny_pipeline):

@@ -85,7 +85,7 @@ def run_compbench(pipe, out_dir: Path, gen_args: argparse.Namespace, n_images: i
     table = summarise(results)
     summary = {"suite": "compbench", "seed": seed, "split": split, "n_images": n_images, "n_videos": n_videos,
                "settings": {k: getattr(gen_args, k) for k in (
-                   "steps", "text_guidance", "motion_guidance", "scheduler", "guidance_interval", "quantize",
+                   "steps", "text_guidance", "motion_guidance", "scheduler", "guidance_interval", "eta", "quantize",
                    "quantize_text", "model")},
                "table": table, "results": results}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1, default=bool))

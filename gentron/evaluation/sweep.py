@@ -56,7 +56,7 @@ def run_sweep(pipe, out_dir: Path, gen_args: argparse.Namespace, suite: str, val
     result = {"suite": suite, "parameter": param, "values": values, "seed": seed, "n_images": n_images,
               "n_videos": n_videos, "settings": {k: getattr(gen_args, k) for k in
                                                  ("steps", "text_guidance", "motion_guidance", "scheduler",
-                                                  "guidance_interval", "model")},
+                                                  "guidance_interval", "eta", "model")},
               "points": points}
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.json").write_text(json.dumps(result, indent=1))
