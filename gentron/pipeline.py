@@ -126,14 +126,13 @@ class GenTronPipeline(DiffusionPipeline):
                 raise ValueError(f"{name} must be a multiple of {m} between {m} and 2048, got {side}")
         _check_int("steps", steps, 1, MAX_STEPS)
         for name, value in [("text_guidance", text_guidance)] + [("motion_guidance", v) for v in motion_guidances]:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
-                    or not 0 <= value <= MAX_GUIDANCE:
+            if not _is_real(value) or not 0 <= value <= MAX_GUIDANCE:
                 raise ValueError(f"{name} must be a finite number from 0 to {MAX_GUIDANCE}, got {value!r}")
         if seed is not None:
             _check_int("seed", seed, 0, MAX_SEED)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-        if not isinstance(eta, (int, float)) or isinstance(eta, bool) or not math.isfinite(eta) or not 0 <= eta <= 1:
+        if not _is_real(eta) or not 0 <= eta <= 1:
             raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1 (as stochastic as DDPM), "
                              f"got {eta!r}")
         if eta and sampler != "ddim":
@@ -142,7 +141,7 @@ class GenTronPipeline(DiffusionPipeline):
         if guidance_interval is not None:
             top = self.scheduler.config.num_train_timesteps
             ok = isinstance(guidance_interval, (list, tuple)) and len(guidance_interval) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in guidance_interval)
+                _is_real(v) for v in guidance_interval)
             if not ok or not 0 <= guidance_interval[0] <= guidance_interval[1] <= top:
                 raise ValueError(f"guidance_interval must be two timesteps (low, high) with 0 <= low <= high <= {top}, "
                                  f"e.g. (0, {top}) to guide at every step; got {guidance_interval!r}")
@@ -206,9 +205,11 @@ class GenTronPipeline(DiffusionPipeline):
             generator = torch.Generator("cpu").manual_seed(0 if seed is None else seed)
         shape = (1, self.transformer.config.in_channels, frames, height // self.vae_scale_factor,
                  width // self.vae_scale_factor)
-        # one noise for every λM, so a comparison differs only by the guidance
-        latents = torch.randn(shape, generator=generator).expand(batch, -1, -1, -1, -1).to(device)
-        latents = latents * scheduler.init_noise_sigma
+
+        def shared_noise() -> torch.Tensor:  # one noise for every λM, so a comparison differs only by the guidance
+            return torch.randn(shape, generator=generator).expand(batch, -1, -1, -1, -1).to(device)
+
+        latents = shared_noise() * scheduler.init_noise_sigma
         alphas = scheduler.alphas_cumprod.to(device)
         # once per request, not once per step: the caption projection, every block's text keys/values, and every
         # step's timestep embedding and adaLN modulation. Not the timesteps when compiled: the table's length
@@ -229,9 +230,8 @@ class GenTronPipeline(DiffusionPipeline):
             eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[in_interval[i]], None,
                                branches, weights)
             extra = {}
-            if eta:  # one noise for every λM, as at the start
-                noise = torch.randn(latents.shape[1:], generator=generator).expand_as(latents).to(device)
-                extra = dict(eta=float(eta), variance_noise=noise)
+            if eta:
+                extra = dict(eta=float(eta), variance_noise=shared_noise())
             latents = scheduler.step(eps, t, latents, **extra).prev_sample
             if callback is not None:
                 preview = None
@@ -262,6 +262,11 @@ class GenTronPipeline(DiffusionPipeline):
     @property
     def name_or_path(self) -> str:
         return str(getattr(self.config, "_name_or_path", "") or "")
+
+
+def _is_real(value: Any) -> bool:
+    """A finite int or float (not a bool, which Python counts as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

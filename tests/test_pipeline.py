@@ -129,7 +129,8 @@ def test_guidance_interval_guides_only_its_steps(live_pipeline, monkeypatch):
 
 
 def test_guidance_interval_default_comes_from_the_model_folder(live_pipeline, tmp_path):
-    """A folder's model_index.json may name the model's own interval (the built-in model's does); None uses it."""
+    """A folder's model_index.json may name the model's own interval (the built-in model's names none); None uses
+    it."""
     live_pipeline.register_to_config(guidance_interval=[0, 800])
     try:
         live_pipeline.save_pretrained(tmp_path)
