@@ -17,7 +17,8 @@ from einops import rearrange
 from torch import nn
 
 from .config import GenTronConfig, get_preset
-from .layers import Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, rope_angles, sincos_1d, sincos_2d
+from .layers import (Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, norm_modulate, rope_angles, sincos_1d,
+                     sincos_2d)
 
 
 def _grid_constant(fn: Callable[..., torch.Tensor], *args) -> torch.Tensor:
@@ -67,14 +68,19 @@ class Prepared(NamedTuple):
     timesteps: TimestepTable | None = None
 
 
-def _table_rows(table: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
-    """Each sample's row in a request's timestep table, (B,) long. A timestep the table lacks is an error, never
-    a silent wrong row (one host sync per forward; skipped while torch.compile traces)."""
+def _table_rows(table: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Each sample's row in a request's timestep table, (B,) long, and whether every sample has the same one (a
+    sampling step). A timestep the table lacks is an error, never a silent wrong row (one host sync per forward;
+    skipped while torch.compile traces, which then takes the per-sample path)."""
     match = timestep.to(table.dtype)[:, None] == table[None]  # (B, T)
-    if not torch.compiler.is_compiling() and not bool(match.any(1).all()):
+    rows = match.int().argmax(1)
+    if torch.compiler.is_compiling():
+        return rows, False
+    found, shared = torch.stack([match.any(1).all(), (rows == rows[0]).all()]).tolist()
+    if not found:
         raise ValueError(f"timesteps {timestep.tolist()} are not all among the {len(table)} this request was "
                          "prepared for: pass the sampler's timesteps to prepare()")
-    return match.int().argmax(1)
+    return rows, shared
 
 
 class GenTronBlock(nn.Module):
@@ -113,14 +119,14 @@ class GenTronBlock(nn.Module):
         mod = self.modulation(c) if mod is None else mod.unsqueeze(1).chunk(6, dim=2)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod
         # addcmul: x + gate * branch in one pass over the activations, not a product and then a sum
-        h = self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope=self.rotary(rope, x.dtype))
+        h = self.attn(norm_modulate(self.norm1, x, shift_msa, scale_msa), rope=self.rotary(rope, x.dtype))
         x = torch.addcmul(x, gate_msa, h)
         if self.temporal is not None:
             x = x + self.temporal(x, frames, frame_pos, motion)
         if self.cross is not None:  # every frame's patches query the same text: one (B, F·N) query set
             h = rearrange(self.norm_cross(x), "(b f) n d -> b (f n) d", f=frames)
             x = x + rearrange(self.cross(h, text, text_mask), "b (f n) d -> (b f) n d", f=frames)
-        return torch.addcmul(x, gate_mlp, self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)))
+        return torch.addcmul(x, gate_mlp, self.mlp(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
 
     def rotary(self, angles: torch.Tensor | None, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
         """This block's (cos, sin), each (heads, N, head_dim/2): the grid's angles turned at each head's rate."""
@@ -250,7 +256,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             raise ValueError("a Prepared request carries its own mask: pass text_mask=None with it")
         timestep = timestep.expand(b) if timestep.dim() == 0 else timestep
         table = text.timesteps
-        rows = None if table is None else _table_rows(table.timesteps, timestep)
+        rows, shared = (None, False) if table is None else _table_rows(table.timesteps, timestep)
         t = self.t_embedder(timestep) if rows is None else table.embeddings[rows]  # (B, D)
         c = t
         if cfg.text_conditioning == "adaln_zero":
@@ -258,9 +264,9 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             c = c + self.pooled_text_embedder((text.tokens * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
         c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
-        mods = None  # (BF, depth, 6D): every block's modulation, from the table
-        if rows is not None and table.modulations is not None:
-            mods = table.modulations[rows].repeat_interleave(f, dim=0)
+        mods = None  # (BF, depth, 6D): every block's modulation, from the table; (1, depth, 6D) when all share one
+        if rows is not None and table.modulations is not None:  # (norm_modulate then fuses it into the LayerNorm)
+            mods = table.modulations[rows[:1]] if shared else table.modulations[rows].repeat_interleave(f, dim=0)
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
         frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
@@ -275,11 +281,14 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
                 x = block(*args)
 
         if cfg.timestep_modulation == "adaln_zero":
-            final = self.final_modulation(c) if mods is None else table.final[rows]
-            shift, scale = final.repeat_interleave(f, dim=0).chunk(2, dim=1)
+            if mods is None:
+                final = self.final_modulation(c).repeat_interleave(f, dim=0)
+            else:
+                final = table.final[rows[:1]] if shared else table.final[rows].repeat_interleave(f, dim=0)
+            shift, scale = final.chunk(2, dim=1)
         else:
             shift, scale = (self.final_scale_shift_table[None] + t[:, None]).repeat_interleave(f, 0).chunk(2, dim=1)
-        x = self.proj_out(modulate(self.norm_out(x), shift, scale))  # (BF, N, p*p*C)
+        x = self.proj_out(norm_modulate(self.norm_out, x, shift, scale))  # (BF, N, p*p*C)
         out = rearrange(x, "(b f) (gh gw) (p q c) -> b c f (gh p) (gw q)", f=f, gh=gh, p=p, q=p)
         return out[:, :, 0] if image_input else out
 

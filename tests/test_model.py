@@ -114,7 +114,7 @@ def test_request_prepared_once_gives_the_same_noise(overrides):
         prepared = model.prepare(text, mask, timesteps=steps)
         assert len(prepared.keys_values) == (0 if overrides.get("text_conditioning") else 2)
         assert (prepared.timesteps.modulations is None) == bool(overrides)  # tabulated for GenTron's own blocks
-        for step_t in (t, t.flip(0), steps[:2]):
+        for step_t in (t, t.flip(0), steps[:2], steps[1:2].expand(2)):  # the last: one shared row, fused adaLN
             for motion in (torch.tensor([True, False]), None):
                 assert torch.allclose(model(x, step_t, prepared, None, motion), model(x, step_t, text, mask, motion),
                                       atol=1e-6)
