@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import nn
 
 from .config import GenTronConfig, get_preset
-from .layers import (Attention, Mlp, TemporalAttention, TimestepEmbedder, modulate, norm_modulate, rope_angles, sincos_1d,
+from .layers import (Attention, Mlp, TemporalAttention, TimestepEmbedder, norm_modulate, rope_angles, sincos_1d,
                      sincos_2d)
 
 
