@@ -126,6 +126,27 @@ def test_request_prepared_once_gives_the_same_noise(overrides):
         model(x, t, prepared, mask)
 
 
+def test_shared_modulation_is_the_layer_norms_affine():
+    """One (shift, scale) for every sample (a sampling step's branches share the timestep): norm_modulate folds them
+    into the LayerNorm. The same in fp32; in bf16 it rounds once, so it is nearer the fp32 result than the two-pass
+    form; per-sample parameters take the two-pass form."""
+    from torch import nn
+    from gentron.layers import modulate, norm_modulate
+
+    g = torch.Generator().manual_seed(0)
+    norm = nn.LayerNorm(64, elementwise_affine=False, eps=1e-6)
+    x = torch.randn(6, 16, 64, generator=g) * 3 + 1
+    shift, scale = torch.randn(2, 1, 1, 64, generator=g).unbind(0)
+    exact = modulate(norm(x), shift, scale)
+    assert torch.allclose(norm_modulate(norm, x, shift, scale), exact, atol=1e-5)
+    xb, sb, cb = x.bfloat16(), shift.bfloat16(), scale.bfloat16()
+    fused = (norm_modulate(norm, xb, sb, cb).float() - exact).abs().mean()
+    apart = (modulate(norm(xb), sb, cb).float() - exact).abs().mean()
+    assert fused < apart
+    per_sample = torch.randn(2, 6, 1, 64, generator=g).unbind(0)
+    assert torch.equal(norm_modulate(norm, x, *per_sample), modulate(norm(x), *per_sample))
+
+
 def test_batched_equals_unbatched():
     model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
     x, t, text, mask = _inputs(f=2)
