@@ -264,9 +264,15 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             c = c + self.pooled_text_embedder((text.tokens * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
         c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
-        mods = None  # (BF, depth, 6D): every block's modulation, from the table; (1, depth, 6D) when all share one
-        if rows is not None and table.modulations is not None:  # (norm_modulate then fuses it into the LayerNorm)
-            mods = table.modulations[rows[:1]] if shared else table.modulations[rows].repeat_interleave(f, dim=0)
+
+        def per_frame(values: torch.Tensor) -> torch.Tensor:
+            """This forward's rows of a timestep-table column: one per frame of each sample, (BF, ...), or the one
+            row every sample shares, (1, ...), which norm_modulate then fuses into the LayerNorm."""
+            return values[rows[:1]] if shared else values[rows].repeat_interleave(f, dim=0)
+
+        mods = None  # (BF or 1, depth, 6D): every block's modulation, from the table
+        if rows is not None and table.modulations is not None:
+            mods = per_frame(table.modulations)
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
         frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
@@ -281,10 +287,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
                 x = block(*args)
 
         if cfg.timestep_modulation == "adaln_zero":
-            if mods is None:
-                final = self.final_modulation(c).repeat_interleave(f, dim=0)
-            else:
-                final = table.final[rows[:1]] if shared else table.final[rows].repeat_interleave(f, dim=0)
+            final = self.final_modulation(c).repeat_interleave(f, dim=0) if mods is None else per_frame(table.final)
             shift, scale = final.chunk(2, dim=1)
         else:
             shift, scale = (self.final_scale_shift_table[None] + t[:, None]).repeat_interleave(f, 0).chunk(2, dim=1)
