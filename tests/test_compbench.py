@@ -130,3 +130,10 @@ def test_compare_evals_pairs_prompts(tmp_path):
     same = mod.paired(base, base, "count")
     assert same["diff"] == 0 and same["ci95"] == 0  # identical runs: no change, no spread
     assert mod.paired(base, other, "relation") == {"n": 0}
+    # another check: only the prompts it applies to count (None = not applicable, as direction for a still image)
+    for i, r in enumerate(base.values()):
+        r["check"]["direction"] = None if i >= 8 else i < 4
+    for i, r in enumerate(other.values()):
+        r["check"]["direction"] = i < 5
+    r = mod.paired(base, other, "count", check="direction")
+    assert (r["n"], r["lost"], r["won"]) == (8, 0, 1)
