@@ -64,3 +64,28 @@ def test_provenance_continues_an_earlier_record(tmp_path):
     assert record["stages"]["videos"] == {"steps": 4, "seconds": 6.0, "machine": "GPU B"}
     assert record["seconds_by_machine"] == {CPU_MACHINE: 17.0, "GPU A": 20.0, "GPU B": 6.0}
     assert record["total_seconds"] == 43.0
+
+
+def test_ship_averages_two_runs_weight_by_weight(tmp_path, tiny_pipeline_dir):
+    """``ship --average-with``: each shipped weight is the mean of the two runs' (then stored in bf16); a
+    transformer of another architecture is refused with the reason."""
+    import torch
+
+    from gentron.factory import build_random_pipeline
+    from gentron.model import GenTronTransformer
+    from gentron.training.assemble import ship
+
+    other = build_random_pipeline("tiny", text="clip+t5", temporal=True, seed=1)
+    other.save_pretrained(tmp_path / "other")
+    ship(tiny_pipeline_dir, tmp_path / "soup", average_with=tmp_path / "other")
+    a = GenTronTransformer.from_pretrained(tiny_pipeline_dir / "transformer").state_dict()
+    b = other.transformer.state_dict()
+    soup = GenTronTransformer.from_pretrained(tmp_path / "soup" / "transformer").state_dict()
+    assert any((a[k] != b[k]).any() for k in a)  # two different runs
+    for k, v in soup.items():  # loaded back in fp32: each value is the bf16 rounding of the mean
+        assert torch.equal(v, ((a[k].float() + b[k].float()) / 2).to(torch.bfloat16).float()), k
+    image_model = build_random_pipeline("tiny", text="clip+t5", temporal=False, seed=1)
+    image_model.save_pretrained(tmp_path / "image_model")
+    with pytest.raises(ValueError, match="config differs"):
+        ship(tiny_pipeline_dir, tmp_path / "refused", average_with=tmp_path / "image_model")
+    assert not (tmp_path / "refused").exists()

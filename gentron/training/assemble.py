@@ -6,6 +6,8 @@
     # ship: copy a trained pipeline into assets/, the transformer stored in bf16 (half the bytes)
     python -m gentron.training.assemble ship --from runs/builtin/t2v/final --out assets/gentron-shapes \
         --runs runs/builtin
+    # ship the uniform average of two transformers trained on from one start (a "model soup")
+    python -m gentron.training.assemble ship --from runs/a/shipped --average-with runs/b/shipped --out runs/soup
 """
 from __future__ import annotations
 
@@ -109,14 +111,33 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
                                    for m in machines}}
 
 
+def average_weights(model: torch.nn.Module, other: Path | str) -> None:
+    """Replace ``model``'s weights, in place, by their uniform average with those of the transformer in the
+    pipeline folder ``other`` (same config). Averaged in fp32, then stored in ``model``'s own dtype."""
+    theirs = GenTronTransformer.from_pretrained(Path(other) / "transformer")
+    def architecture(config) -> dict:  # not the bookkeeping keys (_name_or_path, _diffusers_version...)
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
+    if architecture(theirs.config) != architecture(model.config):
+        raise ValueError(f"--average-with {other}: its transformer's config differs from --from's; only two runs "
+                         "of the same architecture, trained on from one start, can be averaged")
+    ours, other_state = model.state_dict(), theirs.state_dict()
+    model.load_state_dict({k: ((v.float() + other_state[k].float()) / 2).to(v.dtype) for k, v in ours.items()})
+
+
 def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None,
-         previous: Path | None = None, text_refine: Path | None = None) -> int:
+         previous: Path | None = None, text_refine: Path | None = None, average_with: Path | None = None) -> int:
     """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
-    ``runs`` or ``previous``, see ``provenance``); returns the folder's size in bytes."""
+    ``runs`` or ``previous``, see ``provenance``); returns the folder's size in bytes. ``average_with``: a
+    pipeline folder whose transformer is averaged with ``src``'s first (``average_weights``)."""
     record = None
     if runs is not None or previous is not None:  # read before ``out`` is replaced: previous may live there
         record = provenance(runs, stages, previous, text_refine)
     pipe = GenTronPipeline.from_pretrained(src)
+    if average_with is not None:  # loaded before ``out`` is replaced: it may be the folder shipped before
+        average_weights(pipe.transformer, average_with)
+        if record is not None:
+            record["averaged_with"] = str(average_with)
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.transformer.to(torch.bfloat16)
@@ -146,12 +167,14 @@ def main(argv: list[str] | None = None) -> int:
                    help="a transformer stage for training.json, in order (default: RUNS/t2i and RUNS/t2v)")
     s.add_argument("--previous", type=Path, default=None, help="an earlier training.json whose stages come first")
     s.add_argument("--text-refine", type=Path, default=None, help="the folder of a text_towers --refine run")
+    s.add_argument("--average-with", type=Path, default=None,
+                   help="a pipeline folder whose transformer is averaged, weight by weight, with --from's")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
         print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage, args.previous,
-                                                                    args.text_refine)}))
+                                                                    args.text_refine, args.average_with)}))
     return 0
 
 
