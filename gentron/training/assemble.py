@@ -114,10 +114,10 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
 def average_weights(model: torch.nn.Module, other: Path | str) -> None:
     """Replace ``model``'s weights, in place, by their uniform average with those of the transformer in the
     pipeline folder ``other`` (same config). Averaged in fp32, then stored in ``model``'s own dtype."""
-    theirs = GenTronTransformer.from_pretrained(Path(other) / "transformer")
     def architecture(config) -> dict:  # not the bookkeeping keys (_name_or_path, _diffusers_version...)
         return {k: v for k, v in config.items() if not k.startswith("_")}
 
+    theirs = GenTronTransformer.from_pretrained(Path(other) / "transformer")
     if architecture(theirs.config) != architecture(model.config):
         raise ValueError(f"--average-with {other}: its transformer's config differs from --from's; only two runs "
                          "of the same architecture, trained on from one start, can be averaged")
