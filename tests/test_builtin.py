@@ -84,6 +84,15 @@ def test_ship_averages_two_runs_weight_by_weight(tmp_path, tiny_pipeline_dir):
     assert any((a[k] != b[k]).any() for k in a)  # two different runs
     for k, v in soup.items():  # loaded back in fp32: each value is the bf16 rounding of the mean
         assert torch.equal(v, ((a[k].float() + b[k].float()) / 2).to(torch.bfloat16).float()), k
+    # training.json keeps every model averaged in on the way: an older record's one, then this one
+    previous = tmp_path / "previous.json"
+    previous.write_text(json.dumps({"stages": {name: {"steps": 5, "seconds": 1.0, "machine": "cpu"}
+                                               for name in ("vae", "text_towers", "t2v")},
+                                    "averaged_with": "runs/older"}))
+    ship(tiny_pipeline_dir, tmp_path / "soup2", previous=previous, average_with=tmp_path / "other")
+    record = json.loads((tmp_path / "soup2" / "training.json").read_text())
+    assert record["averages"] == [{"with": "runs/older", "after_stage": "t2v"},
+                                  {"with": str(tmp_path / "other"), "after_stage": "t2v"}]
     image_model = build_random_pipeline("tiny", text="clip+t5", temporal=False, seed=1)
     image_model.save_pretrained(tmp_path / "image_model")
     with pytest.raises(ValueError, match="config differs"):

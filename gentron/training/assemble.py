@@ -76,8 +76,13 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
     and config.yaml; MACHINE defaults to this 2-core CPU); without it, ``runs``/t2i and ``runs``/t2v.
     ``previous``: an earlier training.json whose stages come first (a model trained on from a shipped one);
     ``text_refine``: the folder ``text_towers --refine`` wrote (its refine_metrics.json)."""
+    averages: list[dict] = []  # the models averaged in on the way, each after the stage it followed
     if previous is not None:
-        stages = dict(json.loads(previous.read_text())["stages"])
+        earlier = json.loads(previous.read_text())
+        stages = dict(earlier["stages"])
+        averages = list(earlier.get("averages", []))
+        if "averaged_with" in earlier:  # session 15's record, from before the list
+            averages.append({"with": earlier["averaged_with"], "after_stage": list(stages)[-1]})
     else:
         vae = json.loads((runs / "vae_metrics.json").read_text())
         text = json.loads((runs / "text" / "text_metrics.json").read_text())
@@ -105,10 +110,11 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
     for name in ("vae", "text_towers"):
         stages[name].setdefault("machine", CPU_MACHINE)
     machines = sorted({s["machine"] for s in stages.values()})
-    return {"machine": " + ".join(machines), "stages": stages,
-            "total_seconds": sum(s["seconds"] for s in stages.values()),
-            "seconds_by_machine": {m: sum(s["seconds"] for s in stages.values() if s["machine"] == m)
-                                   for m in machines}}
+    record = {"machine": " + ".join(machines), "stages": stages,
+              "total_seconds": sum(s["seconds"] for s in stages.values()),
+              "seconds_by_machine": {m: sum(s["seconds"] for s in stages.values() if s["machine"] == m)
+                                     for m in machines}}
+    return record | ({"averages": averages} if averages else {})
 
 
 def average_weights(model: torch.nn.Module, other: Path | str) -> None:
@@ -137,7 +143,8 @@ def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | Non
     if average_with is not None:  # loaded before ``out`` is replaced: it may be the folder shipped before
         average_weights(pipe.transformer, average_with)
         if record is not None:
-            record["averaged_with"] = str(average_with)
+            record["averages"] = [*record.get("averages", []),
+                                  {"with": str(average_with), "after_stage": list(record["stages"])[-1]}]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.transformer.to(torch.bfloat16)
