@@ -114,17 +114,16 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
               "total_seconds": sum(s["seconds"] for s in stages.values()),
               "seconds_by_machine": {m: sum(s["seconds"] for s in stages.values() if s["machine"] == m)
                                      for m in machines}}
-    return record | ({"averages": averages} if averages else {})
+    if averages:
+        record["averages"] = averages
+    return record
 
 
-def average_weights(model: torch.nn.Module, other: Path | str) -> None:
+def average_weights(model: GenTronTransformer, other: Path | str) -> None:
     """Replace ``model``'s weights, in place, by their uniform average with those of the transformer in the
     pipeline folder ``other`` (same config). Averaged in fp32, then stored in ``model``'s own dtype."""
-    def architecture(config) -> dict:  # not the bookkeeping keys (_name_or_path, _diffusers_version...)
-        return {k: v for k, v in config.items() if not k.startswith("_")}
-
     theirs = GenTronTransformer.from_pretrained(Path(other) / "transformer")
-    if architecture(theirs.config) != architecture(model.config):
+    if theirs.cfg != model.cfg:  # the validated architecture, without diffusers' bookkeeping keys
         raise ValueError(f"--average-with {other}: its transformer's config differs from --from's; only two runs "
                          "of the same architecture, trained on from one start, can be averaged")
     ours, other_state = model.state_dict(), theirs.state_dict()
