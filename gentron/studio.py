@@ -36,7 +36,8 @@ DISPLAY_SIZE = 256  # results are upscaled (nearest) to about this many pixels a
 PREVIEW_COLUMNS = 8  # frames per row in a preview sheet
 
 # Shapes World prompts: (mode, prompt)
-EXAMPLES = [  # prompts the built-in model passed in its CompBench run (runs/eval_s16, docs/evaluation.md)
+EXAMPLES = [  # prompts the built-in model passed in its CompBench run (runs/eval_s17, docs/evaluation.md; "three
+    # yellow stars" on one of its two seeds there)
     ("image", "a big yellow star"),
     ("image", "a big red square below a big blue circle"),
     ("image", "three yellow stars"),
