@@ -447,3 +447,38 @@ def test_images_continue_a_video_model(tmp_path):
     final = train(TrainConfig(init_from=str(init), output_dir=str(tmp_path / "run"), resolution=RES, frames=1,
                               batch_size=2, steps=2, log_every=1), make_data(4, frames=1))
     assert GenTronPipeline.from_pretrained(final).transformer.config.temporal
+
+
+def test_image_steps_interleave_evenly_and_resume_in_both_streams():
+    """image_steps 0.5: every other step takes its micro-batches from the one-frame image stream, each stream
+    numbered by its own steps, so starting at step 3 (a resume) gives exactly the tail of the whole run."""
+    from gentron.training.data import image_step_count, step_batches
+    assert [image_step_count(s, 0.5) for s in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert image_step_count(1000, 0.3) == 300 and image_step_count(7, 0.0) == 0
+    clips_src = make_source("shapes", seed=5, resolution=32, frames=2, p_motion_free=0.0)
+    images_src = make_source("shapes", seed=6, resolution=32, frames=1)
+    clip_prep = Preparation(frames=2, resolution=32, text_dropout=0.0, p_motion_free=0.0, seed=5)
+    image_prep = Preparation(frames=1, resolution=32, text_dropout=0.0, p_motion_free=0.0, seed=6)
+    clips = lambda first, stop: micro_batches(clips_src, first, stop, 0, 1, 2, clip_prep)
+    images = lambda first, stop: micro_batches(images_src, first, stop, 0, 1, 4, image_prep)
+    whole = list(step_batches(clips, images, 0, 6, 0.5, grad_accum=2))
+    assert [tuple(b.pixels.shape[:2]) for b in whole[::2]] == [(2, 2), (4, 1)] * 3  # clip, image, clip, ...
+    assert not any(b.motion.any() for b in whole if b.pixels.shape[1] == 1)  # images are still: identity mask
+    tail = list(step_batches(clips, images, 3, 6, 0.5, grad_accum=2))
+    assert [b.captions for b in tail] == [b.captions for b in whole[6:]]
+    assert all(torch.equal(a.pixels, b.pixels) for a, b in zip(tail, whole[6:]))
+    with pytest.raises(ValueError, match="image_steps=0.5 mixes image steps into a video run"):
+        TrainConfig(image_steps=0.5, frames=1).validate()
+    with pytest.raises(ValueError, match="image_steps must be a share"):
+        TrainConfig(image_steps=1.0, frames=8).validate()
+
+
+def test_image_steps_run_resumes_exactly(init_dir, tmp_path):
+    """A T2V run with image steps paused by time_limit and resumed equals the same run straight through."""
+    settings = dict(T2V, image_steps=0.5, image_batch_size=3)
+    straight, paused = tmp_path / "straight", tmp_path / "paused"
+    train(tiny("tiny_t2v", init_dir, straight, **settings), make_data(8, frames=2))
+    train(tiny("tiny_t2v", init_dir, paused, time_limit=1e-9, **settings), make_data(8, frames=2))
+    assert latest_checkpoint(paused / "checkpoints").name == "step_00000002"
+    train(tiny("tiny_t2v", init_dir, paused, **settings), make_data(8, frames=2))
+    assert_same_run(straight, paused)

@@ -63,6 +63,11 @@ class TrainConfig:
     #   the gradient, and a word that only they need (left / right) went unread (docs/training.md)
     p_motion_free: float = 0.0  # probability a video sample becomes its first frame repeated with motion=False
     #   (identity temporal mask): the paper's joint image-video training, and what makes motion-free guidance work
+    image_steps: float = 0.0  # with frames > 1: this share of the optimizer steps trains on images (one-frame clips)
+    #   instead of clips, spread evenly over the run. A one-frame clip is the paper's still pseudo-video (an image
+    #   repeated F times under the identity mask, every frame attending only to itself) without the F-fold compute,
+    #   so such a step sees image_batch_size images where a motion-free sample is one image (docs/training.md)
+    image_batch_size: int = 0  # images per micro-batch on image steps (0 = batch_size x frames: a clip step's tokens)
     # --- bookkeeping --------------------------------------------------------------------------
     checkpoint_every: int = 500  # steps between resumable checkpoints (0 = only at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept on disk; older ones are deleted after a new one lands
@@ -133,7 +138,7 @@ class TrainConfig:
                      "text_cache_size", "data_echo"):
             v = getattr(self, name)
             need(is_int(v) and v >= 1, f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup", "cooldown", "checkpoint_every", "seed", "data_workers"):
+        for name in ("warmup", "cooldown", "checkpoint_every", "seed", "data_workers", "image_batch_size"):
             v = getattr(self, name)
             need(is_int(v) and v >= 0, f"{name} must be an integer >= 0, got {v!r}")
         need(is_num(self.time_limit) and self.time_limit >= 0,
@@ -159,6 +164,11 @@ class TrainConfig:
              f"high_noise_power must be a number in [0, 1] (0 = off, 1 = truncated SNR), got {self.high_noise_power!r}")
         need(is_num(self.p_motion_free) and 0 <= self.p_motion_free <= 1,
              f"p_motion_free must be a probability in [0, 1], got {self.p_motion_free!r}")
+        need(is_num(self.image_steps) and 0 <= self.image_steps < 1,
+             f"image_steps must be a share in [0, 1), got {self.image_steps!r}; frames: 1 trains on images only")
+        need(not self.image_steps or self.frames > 1,
+             f"image_steps={self.image_steps} mixes image steps into a video run, but frames is 1 (every step already "
+             "trains images): set image_steps to 0, or frames > 1")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
         for name in ("to_video", "rope", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",

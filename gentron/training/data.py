@@ -16,6 +16,7 @@ source is asked for "micro-batch number ``draw`` of process ``rank``" rather tha
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
@@ -29,6 +30,7 @@ from ..data.folders import IMAGE_SUFFIXES, LatentCache, MediaFolder, is_cache  #
 DATA_SALT = 0  # separates the data stream's seeds from the noise generator's (see derive_seed)
 NOISE_SALT = 1
 PREP_SALT = 2  # prepare_batch's coin flips (text dropout, motion-free), drawn where the batch is prepared
+IMAGE_SALT = 3  # the image stream of a video run with image steps: its own data and coin flips
 ImageFolder = MediaFolder  # the earlier name: images, videos and clip folders with captions (gentron.data.folders)
 
 
@@ -201,6 +203,27 @@ def micro_batches(source: BatchSource, first: int, stop: int, rank: int, world: 
         if draw // echo != index:
             current, index = next(it), draw // echo
         yield current
+
+
+def image_step_count(steps: int, share: float) -> int:
+    """How many of optimizer steps 0 .. steps-1 are image steps. Step s is one when this count rises at s + 1: the
+    image steps are spread evenly (share 0.5: every other step), and each is known from its number alone."""
+    return math.floor(steps * share + 1e-9)
+
+
+def step_batches(clips: Callable[[int, int], Iterator["Batch"]], images: Callable[[int, int], Iterator["Batch"]],
+                 start: int, steps: int, share: float, grad_accum: int) -> Iterator["Batch"]:
+    """The micro-batches of optimizer steps ``start .. steps-1`` in order, each step's ``grad_accum`` of them from
+    the image stream on image steps and from the clip stream otherwise. ``clips(first, stop)`` and
+    ``images(first, stop)`` give micro-batches ``first .. stop-1`` of their stream; each stream is numbered by
+    its own steps, so a resumed run finds its place in both."""
+    n = (lambda s: image_step_count(s, share))
+    clip_it = clips((start - n(start)) * grad_accum, (steps - n(steps)) * grad_accum)
+    image_it = images(n(start) * grad_accum, n(steps) * grad_accum) if share else iter(())
+    for step in range(start, steps):
+        it = image_it if n(step + 1) > n(step) else clip_it
+        for _ in range(grad_accum):
+            yield next(it)
 
 
 def check_source(source: BatchSource, pipe: Any) -> None:

@@ -1,8 +1,8 @@
 """train(cfg): one GenTron training stage on accelerate, resumable bit for bit.
 
 Read top to bottom: load the init pipeline, build the transformer (optionally ``.to_video()``),
-freeze the VAE and text towers, shard or replicate with accelerate, then per step: data ->
-prepared batch (text dropout, motion-free; data.py) -> latents and text -> diffusion_loss -> AdamW -> EMA;
+freeze the VAE and text towers, shard or replicate with accelerate, then per step: data (clips, or
+images on a video run's ``image_steps``) -> prepared batch (text dropout, motion-free; data.py) -> latents and text -> diffusion_loss -> AdamW -> EMA;
 log, checkpoint atomically, and finally write a GenTronPipeline with the EMA weights.
 
 Why a resumed run equals an uninterrupted one: every random draw of micro-batch ``draw`` on
@@ -23,7 +23,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -36,7 +36,8 @@ from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
-from .data import NOISE_SALT, Batch, Preparation, check_source, derive_seed, make_source, micro_batches
+from .data import (IMAGE_SALT, NOISE_SALT, Batch, Preparation, check_source, derive_seed, make_source, micro_batches,
+                   step_batches)
 from .ema import EMA
 from .encode import FrozenEncoders
 from .metrics import LossLog
@@ -82,6 +83,9 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size, cfg.text_batch_encode)
     source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames, cfg.p_motion_free)
     check_source(source, pipe)  # a latent cache: built by these encoders? a folder: captions the towers can read
+    image_source = make_image_source(cfg, data)
+    if image_source is not None:
+        check_source(image_source, pipe)
     schedule = NoiseSchedule()
     model, optimizer = wrap(accelerator, transformer, cfg)
     ema = EMA(model.named_parameters(), cfg.ema_decay, cfg.ema_warmup)
@@ -108,11 +112,8 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     progress = tqdm(total=cfg.steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not 10/s
     started = time.perf_counter()
-    p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
-    prepare = Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)
-    batches = WaitClock(micro_batches(source, start * cfg.grad_accum, cfg.steps * cfg.grad_accum, rank, world,
-                                      cfg.batch_size, prepare, cfg.data_workers, cfg.data_echo,
-                                      pin_memory=accelerator.device.type == "cuda"))
+    clips, images = batch_streams(cfg, source, image_source, rank, world, accelerator.device.type == "cuda")
+    batches = WaitClock(step_batches(clips, images, start, cfg.steps, cfg.image_steps, cfg.grad_accum))
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
@@ -141,6 +142,28 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
 
     # ---- the final pipeline: EMA weights, the init's VAE, text towers and scheduler ---------------
     return save_final_pipeline(out, pipe, transformer_config, model, ema, cfg, accelerator)
+
+
+def make_image_source(cfg: TrainConfig, data: Any) -> Any:
+    """The image stream that ``image_steps`` mixes into a video run: one-frame samples of the same data with their own
+    seed (for Shapes World its image grammar, with the relations and counts that its clips lack); None without."""
+    if not cfg.image_steps:
+        return None
+    return make_source(cfg.data if data is None else data, derive_seed(cfg.seed, IMAGE_SALT), cfg.resolution, 1)
+
+
+def batch_streams(cfg: TrainConfig, source: Any, image_source: Any, rank: int, world: int,
+                  pin_memory: bool) -> tuple[Callable[[int, int], Iterator[Batch]], Callable[[int, int], Iterator[Batch]]]:
+    """(clips, images): functions (first, stop) -> that stream's prepared micro-batches first .. stop-1."""
+    p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
+    image_seed = derive_seed(cfg.seed, IMAGE_SALT)
+    image_size = cfg.image_batch_size or cfg.batch_size * cfg.frames
+
+    def stream(src: Any, size: int, prepare: Preparation) -> Callable[[int, int], Iterator[Batch]]:
+        return lambda first, stop: micro_batches(src, first, stop, rank, world, size, prepare, cfg.data_workers,
+                                                 cfg.data_echo, pin_memory=pin_memory)
+    return (stream(source, cfg.batch_size, Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)),
+            stream(image_source, image_size, Preparation(1, cfg.resolution, cfg.text_dropout, 0.0, image_seed)))
 
 
 # ---- building -----------------------------------------------------------------------------------
