@@ -2,8 +2,9 @@
 
 Read top to bottom: load the init pipeline, build the transformer (optionally ``.to_video()``),
 freeze the VAE and text towers, shard or replicate with accelerate, then per step: data (clips, or
-images on a video run's ``image_steps``) -> prepared batch (text dropout, motion-free; data.py) -> latents and text -> diffusion_loss -> AdamW -> EMA;
-log, checkpoint atomically, and finally write a GenTronPipeline with the EMA weights.
+images on a video run's ``image_steps``) -> prepared batch (text dropout, motion-free; data.py) ->
+latents and text -> diffusion_loss -> AdamW -> EMA; log, checkpoint atomically, and finally write a
+GenTronPipeline with the EMA weights.
 
 Why a resumed run equals an uninterrupted one: every random draw of micro-batch ``draw`` on
 process ``rank`` comes from a generator seeded by (seed, draw, rank), the data is addressed the
@@ -152,18 +153,22 @@ def make_image_source(cfg: TrainConfig, data: Any) -> Any:
     return make_source(cfg.data if data is None else data, derive_seed(cfg.seed, IMAGE_SALT), cfg.resolution, 1)
 
 
+Stream = Callable[[int, int], Iterator[Batch]]  # (first, stop) -> prepared micro-batches first .. stop-1
+
+
 def batch_streams(cfg: TrainConfig, source: Any, image_source: Any, rank: int, world: int,
-                  pin_memory: bool) -> tuple[Callable[[int, int], Iterator[Batch]], Callable[[int, int], Iterator[Batch]]]:
-    """(clips, images): functions (first, stop) -> that stream's prepared micro-batches first .. stop-1."""
+                  pin_memory: bool) -> tuple[Stream, Stream]:
+    """(clips, images): the clip stream and the image stream of this process, as ``Stream`` functions."""
     p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
     image_seed = derive_seed(cfg.seed, IMAGE_SALT)
     image_size = cfg.image_batch_size or cfg.batch_size * cfg.frames
 
-    def stream(src: Any, size: int, prepare: Preparation) -> Callable[[int, int], Iterator[Batch]]:
+    def stream(src: Any, size: int, prepare: Preparation) -> Stream:
         return lambda first, stop: micro_batches(src, first, stop, rank, world, size, prepare, cfg.data_workers,
                                                  cfg.data_echo, pin_memory=pin_memory)
-    return (stream(source, cfg.batch_size, Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)),
-            stream(image_source, image_size, Preparation(1, cfg.resolution, cfg.text_dropout, 0.0, image_seed)))
+    clip_prepare = Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)
+    image_prepare = Preparation(1, cfg.resolution, cfg.text_dropout, 0.0, image_seed)
+    return stream(source, cfg.batch_size, clip_prepare), stream(image_source, image_size, image_prepare)
 
 
 # ---- building -----------------------------------------------------------------------------------
