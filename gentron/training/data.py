@@ -211,12 +211,12 @@ def image_step_count(steps: int, share: float) -> int:
     return math.floor(steps * share + 1e-9)
 
 
-def step_batches(clips: Callable[[int, int], Iterator["Batch"]], images: Callable[[int, int], Iterator["Batch"]],
+def step_batches(clips: Callable[[int, int], Iterator["Batch"]], images: Callable[[int, int], Iterator["Batch"]] | None,
                  start: int, steps: int, share: float, grad_accum: int) -> Iterator["Batch"]:
     """The micro-batches of optimizer steps ``start .. steps-1`` in order, each step's ``grad_accum`` of them from
     the image stream on image steps and from the clip stream otherwise. ``clips(first, stop)`` and
     ``images(first, stop)`` give micro-batches ``first .. stop-1`` of their stream; each stream is numbered by
-    its own steps, so a resumed run finds its place in both."""
+    its own steps, so a resumed run finds its place in both. ``images`` may be None when ``share`` is 0."""
     n = (lambda s: image_step_count(s, share))
     clip_it = clips((start - n(start)) * grad_accum, (steps - n(steps)) * grad_accum)
     image_it = images(n(start) * grad_accum, n(steps) * grad_accum) if share else iter(())

@@ -84,9 +84,9 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     encoders = FrozenEncoders(pipe, accelerator.device, cfg.cache_text, cfg.text_cache_size, cfg.text_batch_encode)
     source = make_source(cfg.data if data is None else data, cfg.seed, cfg.resolution, cfg.frames, cfg.p_motion_free)
     check_source(source, pipe)  # a latent cache: built by these encoders? a folder: captions the towers can read
-    image_source = make_image_source(cfg, data)
-    if image_source is not None:
-        check_source(image_source, pipe)
+    image_stream = image_source(cfg, data)  # (source, preparation) of image_steps, or None
+    if image_stream is not None:
+        check_source(image_stream[0], pipe)
     schedule = NoiseSchedule()
     model, optimizer = wrap(accelerator, transformer, cfg)
     ema = EMA(model.named_parameters(), cfg.ema_decay, cfg.ema_warmup)
@@ -113,7 +113,7 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     progress = tqdm(total=cfg.steps, initial=start, desc=cfg.stage, disable=not main, dynamic_ncols=True,
                     mininterval=0.5 if sys.stderr.isatty() else 30)  # a log file gets a line every 30 s, not 10/s
     started = time.perf_counter()
-    clips, images = batch_streams(cfg, source, image_source, rank, world, accelerator.device.type == "cuda")
+    clips, images = batch_streams(cfg, source, image_stream, rank, world, accelerator.device.type == "cuda")
     batches = WaitClock(step_batches(clips, images, start, cfg.steps, cfg.image_steps, cfg.grad_accum))
     for step in range(start, cfg.steps):
         lr = learning_rate(cfg, step)
@@ -145,30 +145,31 @@ def _train(cfg: TrainConfig, data: Any, accelerator: Accelerator) -> Path:
     return save_final_pipeline(out, pipe, transformer_config, model, ema, cfg, accelerator)
 
 
-def make_image_source(cfg: TrainConfig, data: Any) -> Any:
-    """The image stream that ``image_steps`` mixes into a video run: one-frame samples of the same data with their own
-    seed (for Shapes World its image grammar, with the relations and counts that its clips lack); None without."""
+def image_source(cfg: TrainConfig, data: Any) -> tuple[Any, Preparation] | None:
+    """The image stream that ``image_steps`` mixes into a video run, as (source, preparation): one-frame samples of
+    the same data with their own seed (for Shapes World its image grammar, with the relations and counts that its
+    clips lack), always still; None without image steps."""
     if not cfg.image_steps:
         return None
-    return make_source(cfg.data if data is None else data, derive_seed(cfg.seed, IMAGE_SALT), cfg.resolution, 1)
+    seed = derive_seed(cfg.seed, IMAGE_SALT)
+    source = make_source(cfg.data if data is None else data, seed, cfg.resolution, 1)
+    return source, Preparation(1, cfg.resolution, cfg.text_dropout, 0.0, seed)
 
 
 Stream = Callable[[int, int], Iterator[Batch]]  # (first, stop) -> prepared micro-batches first .. stop-1
 
 
-def batch_streams(cfg: TrainConfig, source: Any, image_source: Any, rank: int, world: int,
-                  pin_memory: bool) -> tuple[Stream, Stream]:
-    """(clips, images): the clip stream and the image stream of this process, as ``Stream`` functions."""
-    p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
-    image_seed = derive_seed(cfg.seed, IMAGE_SALT)
-    image_size = cfg.image_batch_size or cfg.batch_size * cfg.frames
-
+def batch_streams(cfg: TrainConfig, source: Any, image_stream: tuple[Any, Preparation] | None, rank: int, world: int,
+                  pin_memory: bool) -> tuple[Stream, Stream | None]:
+    """(clips, images): the clip stream and the image stream (None without image steps) of this process."""
     def stream(src: Any, size: int, prepare: Preparation) -> Stream:
         return lambda first, stop: micro_batches(src, first, stop, rank, world, size, prepare, cfg.data_workers,
                                                  cfg.data_echo, pin_memory=pin_memory)
-    clip_prepare = Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed)
-    image_prepare = Preparation(1, cfg.resolution, cfg.text_dropout, 0.0, image_seed)
-    return stream(source, cfg.batch_size, clip_prepare), stream(image_source, image_size, image_prepare)
+    p_still = 0.0 if getattr(source, "supplies_images", False) else cfg.p_motion_free  # images already are
+    clips = stream(source, cfg.batch_size, Preparation(cfg.frames, cfg.resolution, cfg.text_dropout, p_still, cfg.seed))
+    if image_stream is None:
+        return clips, None
+    return clips, stream(image_stream[0], cfg.image_batch_size or cfg.batch_size * cfg.frames, image_stream[1])
 
 
 # ---- building -----------------------------------------------------------------------------------
