@@ -29,7 +29,7 @@ def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor, scal
     """``modulate(norm(x), shift, scale)`` for a LayerNorm without affine parameters. Where one (shift, scale) serves
     every sample (a sampling step: all its branches share the timestep), they are the normalisation's own affine, one
     fused pass over the activations instead of two (bf16, 2048 x 384: 0.22 against 0.37 ms alone; whole sampling
-    steps 0-5% faster, docs/benchmarks.md), rounding once in bf16 where the two passes round twice."""
+    steps 0-5% faster, docs/benchmarks-xeon-amx.md), rounding once in bf16 where the two passes round twice."""
     if shift.shape[0] == 1 and norm.weight is None:
         return F.layer_norm(x, norm.normalized_shape, (1 + scale).view(-1), shift.view(-1), norm.eps)
     return modulate(norm(x), shift, scale)
@@ -72,8 +72,9 @@ class Attention(nn.Module):
         # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training
         # (forward + backward, batch 16) MATH beat the default flash kernel in every run (223-264 vs 291-363 ms); for
         # sampling the default one was as fast or faster for images (18-27 vs 19-32 ms per step) and within this
-        # machine's drift for 8-frame videos (125-169 vs 114-189 ms). Chosen here, not around the model, so
-        # activation-checkpoint recomputation uses the same kernel.
+        # machine's drift for 8-frame videos (125-169 vs 114-189 ms). The AMD EPYC host without AMX (session 20, three
+        # rounds) agrees: training 255-270 vs 294-303 ms, sampling equal (images 21-22 both, videos 152-154 vs 154-156).
+        # Chosen here, not around the model, so activation-checkpoint recomputation uses the same kernel.
         training = q.device.type == "cpu" and torch.is_grad_enabled()
         kernel = sdpa_kernel(SDPBackend.MATH) if training else contextlib.nullcontext()
         with kernel:

@@ -4,7 +4,8 @@
 layout (what inductor's freezing pass does for a compiled graph) is multiplied faster, and the exact GELU can run in
 the same call. Measured on this project's AMX CPU in bf16 (``python scripts/packing_gain.py``, session 11, products
 of S/2's and B/2's sizes): packed / plain 0.77-1.04, and product + GELU fused / apart 0.65-0.99 (whole steps
-packed and unpacked: docs/benchmarks.md, section 2).
+packed and unpacked, section 2 of docs/benchmarks-xeon-amx.md; on the AMD EPYC host without AMX, session 20, the
+packed step took 0.87-0.96 of the unpacked one in every row of section 2 of docs/benchmarks.md).
 The products are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds
 twice, and the packed product may sum in another order), so this is a serving switch like ``quantize``, not a
 different model: on 300 CompBench prompts bf16 packed scored within noise of bf16 unpacked (docs/evaluation.md).

@@ -63,7 +63,8 @@ def native_bf16(device: str = "cpu") -> bool:
 def default_mode(device: str = "cpu") -> str:
     """The mode the CLI and the app start in. bf16 where the hardware multiplies bf16 natively: on this
     project's AMX CPU it made the built-in model 1.4x faster per image and 2.2x per 8-frame video end to end
-    (docs/benchmarks.md, section 6, session 11), and on 300 CompBench prompts it scored within 4 points of fp32 on
+    (docs/benchmarks-xeon-amx.md, section 6, session 11), on the AMD EPYC host's AVX512-BF16 1.3x and 1.5x
+    (docs/benchmarks.md, section 6, session 20), and on 300 CompBench prompts it scored within 4 points of fp32 on
     every category, each change within its 95% interval (+3 single, -4 relation, -3 count; docs/evaluation.md).
     Elsewhere fp32 ("none"): emulated bf16 can be slower than fp32."""
     return "bf16" if native_bf16(device) else "none"
