@@ -6,7 +6,8 @@ session 11, against the eager pipeline with its packed weights, gentron.packing)
 went from 0.51 to 0.40 s and its 8-frame video from 1.42 to 1.09 s in bf16, after 21-30 s for the first call of
 each new shape (resolution, frames, number of λM values). So it pays for a server answering many requests, not for
 one CLI call (on the AMD EPYC host without AMX, session 20, docs/benchmarks.md section 7: 0.50 -> 0.43 s and
-2.32 -> 2.21 s, after 18-29 s). The eager pipeline's packing is left off a compiled one: inductor packs the weights it freezes.
+2.32 -> 2.21 s, after 18-29 s). The eager pipeline's packing is left off a compiled one: inductor packs the weights
+it freezes.
 
 Why these settings:
 - ``freezing``: inductor treats the weights as constants, so on the CPU the linear layers get oneDNN's
