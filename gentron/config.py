@@ -31,6 +31,9 @@ class GenTronConfig:
     pos_embed_interpolation_scale: float = 1.0  # PixArt's interpolation scale for position embeddings
     rope: bool = False  # rotary 2D positions in spatial self-attention too (as FLUX, Lumina): a query meets each key
     #   through their offset, so "look left" is one learnt direction of q; each head learns its rotation rate
+    frame_embedding: bool = False  # with temporal: each frame's sine-cosine position, through a zero-initialised
+    #   linear layer, added to every token at the input. The frame index then sits in the residual stream where
+    #   the text and the spatial positions meet it, which travel direction's sign needs (python -m gentron toy)
 
     def validate(self) -> "GenTronConfig":
         """Raise ValueError naming the field and the fix when the config cannot build a model."""
@@ -55,8 +58,11 @@ class GenTronConfig:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.hidden_size % 4:
             raise ValueError(f"hidden_size must be a multiple of 4 for 2D sine-cosine positions, got {self.hidden_size}")
-        if not isinstance(self.rope, bool):
-            raise ValueError(f"rope must be true or false, got {self.rope!r}")
+        for name in ("rope", "frame_embedding"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.frame_embedding and not self.temporal:
+            raise ValueError("frame_embedding needs temporal layers (temporal=True): an image model has one frame")
         if self.rope and (self.hidden_size // self.num_heads) % 4:
             raise ValueError(f"rope needs a head size (hidden_size/num_heads = {self.hidden_size // self.num_heads}) "
                              "that is a multiple of 4 (two axes of rotation pairs): change num_heads")

@@ -1,12 +1,19 @@
-"""The paper's diffusion: epsilon-prediction on a linear beta schedule of 1000 steps.
+"""The objectives: the paper's epsilon-prediction on a linear beta schedule of 1000 steps, and rectified flow.
 
-Noising and the loss live here, outside the network; sampling uses diffusers' schedulers built
-from the same schedule, so training and sampling agree by construction.
+Noising and the losses live here, outside the network; sampling uses diffusers' schedulers built from the same
+schedule, so training and sampling agree by construction. Which objective a model was trained with is read from
+the scheduler its folder ships (``objective_of``): a flow model ships ``FlowMatchEulerDiscreteScheduler``.
+
+Rectified flow (Liu et al. 2022; SD3, Esser et al. 2024): x_σ = (1 − σ)·x0 + σ·ε, and the network predicts the
+velocity v = ε − x0 at timestep 1000·σ. σ is drawn logit-normal and shifted toward noise, σ' = sσ / (1 + (s − 1)σ),
+the same shift the sampler's ``shift`` applies: what is decided only near pure noise (which side an object is on,
+which way it travels) then gets its share of the gradient (``python -m gentron toy``, docs/training.md).
 """
 from __future__ import annotations
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       FlowMatchEulerDiscreteScheduler)
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
@@ -18,19 +25,64 @@ SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {  # name -> (scheduler
                                                 timestep_spacing="trailing")),
     "euler": (EulerDiscreteScheduler, dict(timestep_spacing="trailing")),
 }
+# the flow objective's samplers; the shift comes from the model's folder (``shift``, ``flow_shift`` in diffusers)
+FLOW_SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
+    "flow-euler": (FlowMatchEulerDiscreteScheduler, {}),
+    "flow-dpm++": (DPMSolverMultistepScheduler, dict(algorithm_type="dpmsolver++", solver_order=2,
+                                                     use_flow_sigmas=True, prediction_type="flow_prediction")),
+}
+OBJECTIVES = ("epsilon", "flow")
+ALL_SAMPLERS = {**SAMPLERS, **FLOW_SAMPLERS}
+
+
+def objective_of(scheduler: SchedulerMixin | dict) -> str:
+    """'flow' for a flow-matching scheduler (or its config, as a pipeline folder saves it), else 'epsilon'."""
+    config = scheduler if isinstance(scheduler, dict) else dict(scheduler.config)
+    flow_euler = "shift" in config and "beta_schedule" not in config  # FlowMatchEulerDiscreteScheduler's config
+    return "flow" if flow_euler or config.get("prediction_type") == "flow_prediction" else "epsilon"
+
+
+def samplers_for(objective: str) -> dict[str, tuple[type[SchedulerMixin], dict]]:
+    """The samplers a model of ``objective`` takes."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    return FLOW_SAMPLERS if objective == "flow" else SAMPLERS
+
+
+def flow_scheduler(shift: float) -> FlowMatchEulerDiscreteScheduler:
+    """The scheduler a flow model's folder ships: Euler on the shifted sigmas it was trained on."""
+    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=SCHEDULE["num_train_timesteps"], shift=float(shift))
+
+
+def flow_shift_of(config: dict) -> float:
+    return float(config.get("shift") if "shift" in config else config.get("flow_shift", 1.0))
 
 
 def sampler_name(scheduler: SchedulerMixin) -> str:
     """The name of the sampler a pipeline folder ships (its scheduler's class): what that model samples with
-    when no sampler is asked for. A class this engine does not offer falls back to 'dpm++' on its schedule."""
-    return next((name for name, (cls, _) in SAMPLERS.items() if type(scheduler) is cls), "dpm++")
+    when no sampler is asked for. A class this engine does not offer falls back to its objective's DPM-Solver++."""
+    objective = objective_of(scheduler)
+    offered = samplers_for(objective)
+    return next((name for name, (cls, _) in offered.items() if type(scheduler) is cls),
+                "flow-dpm++" if objective == "flow" else "dpm++")
 
 
 def make_scheduler(name: str, config: dict | None = None) -> SchedulerMixin:
-    """A sampler by name ('ddim', 'dpm++', 'euler'), on the training schedule (or ``config``'s)."""
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
-    cls, settings = SAMPLERS[name]
+    """A sampler by name (``ALL_SAMPLERS``), on the training schedule (or ``config``'s: a loaded pipeline's schedule,
+    its flow shift included, with only the solver switched). A sampler of the other objective is an error that names
+    the samplers the model takes."""
+    if name not in ALL_SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of {sorted(ALL_SAMPLERS)}")
+    objective = "flow" if name in FLOW_SAMPLERS else "epsilon"
+    if config is not None and objective_of(config) != objective:
+        takes = ", ".join(sorted(samplers_for(objective_of(config))))
+        raise ValueError(f"sampler {name!r} is for {objective} models; this model is trained for "
+                         f"{objective_of(config)} and takes {takes}")
+    cls, settings = ALL_SAMPLERS[name]
+    if objective == "flow":
+        shift = 1.0 if config is None else flow_shift_of(config)
+        key = "shift" if cls is FlowMatchEulerDiscreteScheduler else "flow_shift"
+        return cls(num_train_timesteps=SCHEDULE["num_train_timesteps"], **settings, **{key: shift})
     scheduler = cls(**SCHEDULE, **settings)
     if config is not None:  # keep a loaded pipeline's schedule, switch only the solver
         keep = {k: config[k] for k in SCHEDULE if k in config}
@@ -82,3 +134,22 @@ def diffusion_loss(model: torch.nn.Module, schedule: NoiseSchedule, x0: torch.Te
     if high_noise_power:
         weight = weight * snr.reciprocal().clamp(min=1) ** high_noise_power
     return (per_sample * weight).mean()
+
+
+def flow_sigmas(batch: int, generator: torch.Generator | None = None, mean: float = 0.0, std: float = 1.0,
+                shift: float = 1.0) -> torch.Tensor:
+    """(batch,) noise levels σ in (0, 1): logit-normal(mean, std) (SD3), then shifted toward noise by ``shift``."""
+    sigma = torch.sigmoid(mean + std * torch.randn(batch, generator=generator))
+    return shift * sigma / (1 + (shift - 1) * sigma)
+
+
+def flow_loss(model: torch.nn.Module, x0: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+              motion: torch.Tensor | None = None, generator: torch.Generator | None = None, mean: float = 0.0,
+              std: float = 1.0, shift: float = 1.0) -> torch.Tensor:
+    """The rectified-flow velocity MSE, averaged over the batch: x_σ = (1 − σ)·x0 + σ·ε, target v = ε − x0,
+    the network called at timestep 1000·σ (the units of diffusers' flow schedulers)."""
+    noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+    sigma = flow_sigmas(x0.shape[0], generator, mean, std, shift).to(x0.device)
+    s = sigma.view(-1, *([1] * (x0.dim() - 1))).to(x0.dtype)
+    v = model((1 - s) * x0 + s * noise, sigma * SCHEDULE["num_train_timesteps"], text, text_mask, motion)
+    return (v.float() - (noise - x0).float()).square().flatten(1).mean(1).mean()

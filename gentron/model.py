@@ -159,6 +159,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         pos_embed_base_size: int | None = None,
         pos_embed_interpolation_scale: float = 1.0,
         rope: bool = False,
+        frame_embedding: bool = False,
     ):
         super().__init__()
         cfg = GenTronConfig(**{k: v for k, v in locals().items() if k in GenTronConfig.__dataclass_fields__})
@@ -173,6 +174,8 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         self.text_proj.fc2 = nn.Linear(d, d)
         if cfg.text_conditioning == "adaln_zero":  # pooled text joins the timestep in adaLN
             self.pooled_text_embedder = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
+        if cfg.frame_embedding:
+            self.frame_embedder = nn.Linear(d, d)
         self.blocks = nn.ModuleList([GenTronBlock(cfg) for _ in range(cfg.depth)])
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         if cfg.timestep_modulation == "adaln_zero":
@@ -212,6 +215,9 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             if block.temporal is not None:
                 nn.init.zeros_(block.temporal.attn.proj.weight)
                 nn.init.zeros_(block.temporal.attn.proj.bias)
+        if hasattr(self, "frame_embedder"):  # frame positions enter at zero, as temporal attention does
+            nn.init.zeros_(self.frame_embedder.weight)
+            nn.init.zeros_(self.frame_embedder.bias)
         if hasattr(self, "final_modulation"):
             nn.init.zeros_(self.final_modulation[-1].weight)
             nn.init.zeros_(self.final_modulation[-1].bias)
@@ -249,6 +255,9 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         # contiguous: an elementwise op keeps its input's layout, and the convolution's transposed one would
         # make every later add strided and every linear copy its input (measured: 2x PixArt's copies and adds)
         x = (rearrange(x, "bf d gh gw -> bf (gh gw) d") + pos.to(x.dtype)).contiguous()  # (BF, N, D)
+        frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)  # (F, D)
+        if cfg.frame_embedding:  # each frame's index into every one of its tokens
+            x = x + self.frame_embedder(frame_pos).repeat(b, 1)[:, None]  # (BF, N, D)
 
         if not isinstance(text, Prepared):
             text = self.prepare(text, text_mask, keys_values=False)
@@ -275,7 +284,6 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             mods = per_frame(table.modulations)
         if motion is not None:  # one host sync per forward, not one per block
             motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
-        frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)
         rope = _grid_constant(rope_angles, cfg.hidden_size // cfg.num_heads, gh, gw, x.device) if cfg.rope else None
 
         for i, block in enumerate(self.blocks):
@@ -318,11 +326,19 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         modulations = torch.stack([block.adaLN_modulation(embeddings) for block in self.blocks], dim=1)
         return TimestepTable(timesteps, embeddings, modulations, self.final_modulation(embeddings))
 
-    def to_video(self) -> "GenTronTransformer":
-        """A text-to-video copy of this image model: same weights, plus zero-output temporal layers."""
+    def to_video(self, frame_embedding: bool = False) -> "GenTronTransformer":
+        """A text-to-video copy of this image model: same weights, plus zero-output temporal layers (and, with
+        ``frame_embedding``, the zero-output frame positions at the input)."""
         if self.cfg.temporal:
             raise ValueError("this model already has temporal layers")
-        return self._grown(lambda key: ".temporal." in key, temporal=True)
+        return self._grown(lambda key: ".temporal." in key or key.startswith("frame_embedder."), temporal=True,
+                           frame_embedding=frame_embedding)
+
+    def with_frame_embedding(self) -> "GenTronTransformer":
+        """A copy of this video model with zero-output frame positions at the input: the same function at step 0."""
+        if not self.cfg.temporal or self.cfg.frame_embedding:
+            raise ValueError("with_frame_embedding needs a video model without frame positions at the input")
+        return self._grown(lambda key: key.startswith("frame_embedder."), frame_embedding=True)
 
     def with_rope(self) -> "GenTronTransformer":
         """A copy of this model with rotary positions in its spatial attention, every rate 0: each rotation is the

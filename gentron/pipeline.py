@@ -17,7 +17,7 @@ from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .compilation import is_compiled
-from .diffusion import SAMPLERS, make_scheduler, sampler_name
+from .diffusion import make_scheduler, objective_of, sampler_name, samplers_for
 from .guidance import guidance_weights, guided_noise, stack_branches
 from .model import GenTronTransformer
 from .text import TextTower, count_tokens, encode_text
@@ -84,6 +84,17 @@ class GenTronPipeline(DiffusionPipeline):
         return int(size[0] if isinstance(size, (list, tuple)) else size)
 
     @property
+    def objective(self) -> str:
+        """What the transformer predicts: 'epsilon' (the paper's) or 'flow' (a rectified-flow velocity), read from
+        the scheduler its folder ships."""
+        return objective_of(self.scheduler)
+
+    @property
+    def samplers(self) -> list[str]:
+        """The samplers this model takes: those of its objective."""
+        return sorted(samplers_for(self.objective))
+
+    @property
     def default_sampler(self) -> str:
         """The sampler this model's folder ships (its scheduler): 'ddim' for the built-in model, where 25 DDIM steps
         beat 25 DPM-Solver++ steps on CompBench (docs/evaluation.md); 'dpm++' for a converted PixArt."""
@@ -130,8 +141,9 @@ class GenTronPipeline(DiffusionPipeline):
                 raise ValueError(f"{name} must be a finite number from 0 to {MAX_GUIDANCE}, got {value!r}")
         if seed is not None:
             _check_int("seed", seed, 0, MAX_SEED)
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+        if sampler not in self.samplers:
+            raise ValueError(f"sampler must be one of {', '.join(self.samplers)} for this {self.objective} model, "
+                             f"got {sampler!r}")
         if not _is_real(eta) or not 0 <= eta <= 1:
             raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1 (as stochastic as DDPM), "
                              f"got {eta!r}")
@@ -209,8 +221,8 @@ class GenTronPipeline(DiffusionPipeline):
         def shared_noise() -> torch.Tensor:  # one noise for every λM, so a comparison differs only by the guidance
             return torch.randn(shape, generator=generator).expand(batch, -1, -1, -1, -1).to(device)
 
-        latents = shared_noise() * scheduler.init_noise_sigma
-        alphas = scheduler.alphas_cumprod.to(device)
+        flow = self.objective == "flow"
+        latents = shared_noise() * (1.0 if flow else scheduler.init_noise_sigma)
         # once per request, not once per step: the caption projection, every block's text keys/values, and every
         # step's timestep embedding and adaLN modulation. Not the timesteps when compiled: the table's length
         # would be one more static shape, and a new step count would compile anew. A step outside the guidance
@@ -225,7 +237,7 @@ class GenTronPipeline(DiffusionPipeline):
         for i, t in enumerate(scheduler.timesteps):
             if should_stop is not None and should_stop():
                 raise Interrupted(f"stopped at step {i} of {total}")
-            x_in = scheduler.scale_model_input(latents, t)
+            x_in = latents if flow else scheduler.scale_model_input(latents, t)
             branches, weights = plans[in_interval[i]]
             eps = guided_noise(self.transformer, x_in, t.reshape(1).to(device), texts[in_interval[i]], None,
                                branches, weights)
@@ -236,8 +248,7 @@ class GenTronPipeline(DiffusionPipeline):
             if callback is not None:
                 preview = None
                 if (i + 1) % preview_every == 0 and i + 1 < total:
-                    a = alphas[int(round(float(t)))]
-                    preview = self.decode((x_in - (1 - a).sqrt() * eps) / a.sqrt())  # clean estimate
+                    preview = self.decode(clean_estimate(scheduler, flow, i, t, x_in, eps))
                 callback(i + 1, total, preview)
 
         frames_out = self.decode(latents)
@@ -262,6 +273,16 @@ class GenTronPipeline(DiffusionPipeline):
     @property
     def name_or_path(self) -> str:
         return str(getattr(self.config, "_name_or_path", "") or "")
+
+
+def clean_estimate(scheduler: SchedulerMixin, flow: bool, i: int, t: torch.Tensor, x: torch.Tensor,
+                   prediction: torch.Tensor) -> torch.Tensor:
+    """The clean latents that step ``i``'s prediction implies: x0 = x − σ·v for a flow model, the DDPM inversion
+    (x − √(1−ᾱ)·ε) / √ᾱ for an epsilon one."""
+    if flow:
+        return x - float(scheduler.sigmas[i]) * prediction
+    a = scheduler.alphas_cumprod.to(x.device)[int(round(float(t)))]
+    return (x - (1 - a).sqrt() * prediction) / a.sqrt()
 
 
 def _is_real(value: Any) -> bool:

@@ -482,3 +482,39 @@ def test_image_steps_run_resumes_exactly(init_dir, tmp_path):
     assert latest_checkpoint(paused / "checkpoints").name == "step_00000002"
     train(tiny("tiny_t2v", init_dir, paused, **settings), make_data(8, frames=2))
     assert_same_run(straight, paused)
+
+
+def test_flow_run_learns_ships_its_scheduler_and_resumes_exactly(init_dir, tmp_path):
+    """objective: flow trains the velocity (its loss falls), grows zero-initialised frame positions with to_video,
+    ships FlowMatchEulerDiscreteScheduler with the run's shift, and a run paused by time_limit resumes bit for bit."""
+    from gentron.diffusion import flow_loss
+
+    flow = dict(T2V, objective="flow", flow_shift=4.0, frame_embedding=True)
+    data = make_data(8, frames=2)
+    straight = train(tiny("tiny_t2v", init_dir, tmp_path / "straight", **flow), data)
+    paused = tmp_path / "paused"
+    train(tiny("tiny_t2v", init_dir, paused, time_limit=1e-9, **flow), data)
+    assert latest_checkpoint(paused / "checkpoints").name == "step_00000002"
+    train(tiny("tiny_t2v", init_dir, paused, **flow), data)
+    assert_same_run(straight.parent, paused)
+
+    trained = GenTronPipeline.from_pretrained(straight)
+    assert trained.objective == "flow" and trained.default_sampler == "flow-euler"
+    assert trained.scheduler.config.shift == 4.0 and trained.transformer.config.frame_embedding
+    assert float(trained.transformer.frame_embedder.weight.abs().sum()) > 0  # it left zero and trained
+    out = trained("a red circle moving left", frames=2, height=RES, num_inference_steps=2, text_guidance=2.0)
+    assert out.frames.shape == (1, 2, RES, RES, 3)
+    with pytest.raises(ValueError, match="min_snr_gamma and high_noise_power weight the epsilon loss"):
+        tiny("tiny_t2v", init_dir, tmp_path / "bad", min_snr_gamma=5.0, **flow)
+    with pytest.raises(ValueError, match="apply to objective: flow only"):
+        tiny("tiny_t2v", init_dir, tmp_path / "bad", flow_shift=8.0)
+
+    grown = GenTronPipeline.from_pretrained(init_dir).transformer.to_video(frame_embedding=True)
+    enc, g = FrozenEncoders(trained, torch.device("cpu")), torch.Generator().manual_seed(0)
+    latents = enc.latents(torch.stack([d["pixels"] for d in data]), g)
+    text, mask = enc.text([d["caption"] for d in data])
+    with torch.no_grad():
+        before = flow_loss(grown.eval(), latents, text, mask, None, torch.Generator().manual_seed(1), shift=4.0)
+        after = flow_loss(trained.transformer.eval(), latents, text, mask, None, torch.Generator().manual_seed(1),
+                          shift=4.0)
+    assert after < before

@@ -6,7 +6,7 @@ same held-out Shapes World samples (``split="heldout"``: captions the trainer ne
 noise and the same timesteps, spread evenly over the schedule, so two models' losses are paired
 sample by sample and their difference has a small standard error.
 
-- ``loss``: the epsilon MSE with the caption; ``loss_empty``: with the empty text (what the model
+- ``loss``: the objective's MSE (epsilon, or a flow model's velocity) with the caption; ``loss_empty``: with the empty text (what the model
   knows without the caption); ``text_gain``: 1 - loss / loss_empty, the share of the loss the caption
   removes, which is what the text conditioning is for. Also per third of the schedule (high noise
   decides layout and colour).
@@ -44,11 +44,11 @@ def heldout_samples(n: int, frames: int, size: int, seed: int) -> tuple[torch.Te
 @torch.no_grad()
 def per_sample_losses(pipe, pixels: torch.Tensor, captions: list[str], seed: int, batch_size: int = 32
                       ) -> dict[str, torch.Tensor]:
-    """The epsilon MSE of every sample with its caption and with the empty text, on fixed noise and
+    """The objective's MSE of every sample with its caption and with the empty text, on fixed noise and
     evenly spread timesteps; returns ``{"t", "loss", "loss_empty"}`` tensors of length n."""
     transformer, vae = pipe.transformer, pipe.vae
     device, dtype = transformer.device, transformer.dtype
-    schedule = NoiseSchedule()
+    schedule, flow = NoiseSchedule(), pipe.objective == "flow"
     n, frames = pixels.shape[:2]
     if frames > 1 and not transformer.config.temporal:
         raise ValueError("video samples need a text-to-video model; use --n-videos 0 for an image model")
@@ -65,11 +65,15 @@ def per_sample_losses(pipe, pixels: torch.Tensor, captions: list[str], seed: int
         x0 = rearrange(z, "(b f) c h w -> b c f h w", b=b)
         noise = torch.randn(x0.shape, generator=g)
         t = t_all[i:i + b].to(device)
-        xt = schedule.q_sample(x0, noise.to(device), t).to(dtype)
+        if flow:  # x_σ = (1 − σ)·x0 + σ·ε at σ = t / 1000, target ε − x0
+            sigma = (t.float() / schedule.num_train_timesteps).view(-1, 1, 1, 1, 1)
+            xt, target = ((1 - sigma) * x0 + sigma * noise.to(device)).to(dtype), noise - x0.cpu()
+        else:
+            xt, target = schedule.q_sample(x0, noise.to(device), t).to(dtype), noise
         for key, (emb, mask) in (("loss", encode_text(pipe.towers, captions[i:i + b])),
                                  ("loss_empty", tuple(e.expand(b, *e.shape[1:]) for e in empty))):
             eps = transformer(xt, t, emb.to(device, dtype), mask.to(device))  # no motion mask: every clip moves
-            out[key][i:i + b] = (eps.float().cpu() - noise).square().flatten(1).mean(1)
+            out[key][i:i + b] = (eps.float().cpu() - target).square().flatten(1).mean(1)
     return out
 
 

@@ -28,6 +28,8 @@ class TrainConfig:
     text_encoders: str | None = None  # keep only these of init_from's towers: "clip", "t5" or "clip+t5" (null =
     #   all it has); with transformer_preset, the fresh transformer reads their width. The text-encoder ablation
     to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
+    frame_embedding: bool = False  # frame positions at the input (GenTronConfig.frame_embedding), zero-initialised:
+    #   grown with to_video, or added to a video init that lacks them, so the model computes the same at step 0
     rope: bool = False  # rotary positions in spatial attention (GenTronConfig.rope): a fresh transformer_preset gets
     #   them at rate 1; a trained init without them gets them at rate 0 (with_rope(): the same function at step 0)
     # --- where --------------------------------------------------------------------------------
@@ -45,7 +47,7 @@ class TrainConfig:
     max_grad_norm: float = 1.0  # clip the global gradient norm (0 = off); keeps early adaLN steps sane
     steps: int = 1000  # optimizer steps in total; resuming continues up to this number
     time_limit: float = 0  # seconds of training after which the run checkpoints and writes final/ early (0 = none):
-    #   for a lent GPU's fixed minutes; a resume continues toward steps
+    #   a run that must fit a fixed budget of minutes; a resume continues toward steps
     warmup: int = 0  # linear LR warmup over this many steps (0 = none); needed for large batches
     cooldown: int = 0  # linear LR decay to zero over the last this-many of `steps` (0 = constant to the end): a
     #   short run ends at a low-noise point instead of wherever a constant rate leaves it (warmup-stable-decay);
@@ -54,6 +56,13 @@ class TrainConfig:
     ema_warmup: bool = True  # decay = min(ema_decay, (1+step)/(10+step)) so a short run's EMA doesn't lag
     mixed_precision: str = "no"  # "no" or "bf16" (autocast; master weights, AdamW state and EMA stay fp32)
     gradient_checkpointing: bool = False  # recompute each block in backward: less memory, ~30% more time
+    # --- objective ----------------------------------------------------------------------------
+    objective: str = "epsilon"  # "epsilon" (the paper's DDPM noise prediction) or "flow" (rectified flow, velocity
+    #   target, as SD3); the final folder ships the matching scheduler, so sampling follows the training
+    flow_shift: float = 1.0  # flow: σ' = sσ / (1 + (s−1)σ) moves the drawn noise levels toward pure noise, where
+    #   layout words (left/right, which way it moves) are decided; the sampler uses the same shift
+    flow_logit_mean: float = 0.0  # flow: σ = sigmoid(mean + std·n), n ~ N(0, 1), before the shift (SD3's 0, 1)
+    flow_logit_std: float = 1.0
     # --- conditioning -------------------------------------------------------------------------
     text_dropout: float = 0.1  # probability a caption is replaced by "" so the model learns p(x) for CFG
     min_snr_gamma: float | None = None  # Min-SNR loss weighting (5 is usual): high-noise steps, which set
@@ -169,9 +178,20 @@ class TrainConfig:
         need(not self.image_steps or self.frames > 1,
              f"image_steps={self.image_steps} mixes image steps into a video run, but frames is 1 (every step already "
              "trains images): set image_steps to 0, or frames > 1")
+        from ..diffusion import OBJECTIVES
+        need(self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        need(is_num(self.flow_shift) and self.flow_shift > 0,
+             f"flow_shift must be a number > 0 (1 = no shift; 8 reads layout words), got {self.flow_shift!r}")
+        need(is_num(self.flow_logit_mean), f"flow_logit_mean must be a number, got {self.flow_logit_mean!r}")
+        need(is_num(self.flow_logit_std) and self.flow_logit_std > 0,
+             f"flow_logit_std must be a number > 0, got {self.flow_logit_std!r}")
+        need(self.objective == "flow" or (self.flow_shift, self.flow_logit_mean, self.flow_logit_std) == (1.0, 0.0, 1.0),
+             "flow_shift, flow_logit_mean and flow_logit_std apply to objective: flow only; set objective: flow")
+        need(self.objective == "epsilon" or (self.min_snr_gamma is None and not self.high_noise_power),
+             "min_snr_gamma and high_noise_power weight the epsilon loss; with objective: flow use flow_shift")
         need(self.mixed_precision in MIXED_PRECISIONS,
              f"mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
-        for name in ("to_video", "rope", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",
+        for name in ("to_video", "rope", "frame_embedding", "ema_warmup", "gradient_checkpointing", "deterministic", "cache_text",
                      "text_batch_encode"):
             need(isinstance(getattr(self, name), bool), f"{name} must be true or false, got {getattr(self, name)!r}")
         for name in ("stage", "init_from", "output_dir", "data"):

@@ -3,7 +3,7 @@
 Read top to bottom: load the init pipeline, build the transformer (optionally ``.to_video()``),
 freeze the VAE and text towers, shard or replicate with accelerate, then per step: data (clips, or
 images on a video run's ``image_steps``) -> prepared batch (text dropout, motion-free; data.py) ->
-latents and text -> diffusion_loss -> AdamW -> EMA; log, checkpoint atomically, and finally write a
+latents and text -> the objective's loss (diffusion.py) -> AdamW -> EMA; log, checkpoint atomically, and finally write a
 GenTronPipeline with the EMA weights.
 
 Why a resumed run equals an uninterrupted one: every random draw of micro-batch ``draw`` on
@@ -32,7 +32,7 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 
-from ..diffusion import NoiseSchedule, diffusion_loss
+from ..diffusion import NoiseSchedule, diffusion_loss, flow_loss, flow_scheduler, make_scheduler, objective_of
 from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
@@ -217,7 +217,11 @@ def build_transformer(cfg: TrainConfig, pipe: GenTronPipeline) -> GenTronTransfo
         if transformer.config.temporal:
             raise ValueError("to_video is true but the init transformer already has temporal layers: "
                              "set to_video: false to continue training a T2V model")
-        transformer = transformer.to_video()
+        transformer = transformer.to_video(frame_embedding=cfg.frame_embedding)
+    elif cfg.frame_embedding and not transformer.config.frame_embedding:
+        if not transformer.config.temporal:
+            raise ValueError("frame_embedding needs a video model: set to_video: true, or init_from a T2V pipeline")
+        transformer = transformer.with_frame_embedding()
     if transformer.dtype != torch.float32:  # master weights are fp32; autocast gives bf16 compute
         transformer = transformer.float()
     transformer.train()
@@ -311,8 +315,12 @@ def train_step(cfg: TrainConfig, step: int, model: torch.nn.Module, optimizer: t
         text, mask = encoders.text(batch.captions, batch.text)
         with gradient_sync(accelerator, model, micro == cfg.grad_accum - 1):
             with accelerator.autocast():
-                loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator,
-                                      cfg.min_snr_gamma, cfg.high_noise_power)
+                if cfg.objective == "flow":
+                    loss = flow_loss(model, latents, text, mask, batch.motion.to(device), generator,
+                                     cfg.flow_logit_mean, cfg.flow_logit_std, cfg.flow_shift)
+                else:
+                    loss = diffusion_loss(model, schedule, latents, text, mask, batch.motion.to(device), generator,
+                                          cfg.min_snr_gamma, cfg.high_noise_power)
             accelerator.backward(loss / cfg.grad_accum)
         total += loss.detach() / cfg.grad_accum
     if cfg.max_grad_norm:
@@ -380,7 +388,12 @@ def save_final_pipeline(out: Path, pipe: GenTronPipeline, transformer_config: di
     if accelerator.is_main_process:
         transformer = GenTronTransformer.from_config(transformer_config)
         transformer.load_state_dict({**weights, **averaged})
-        pipeline = GenTronPipeline(**{**pipe.components, "transformer": transformer})
+        components = {**pipe.components, "transformer": transformer}
+        if cfg.objective == "flow":  # the folder's scheduler tells samplers what the model predicts
+            components["scheduler"] = flow_scheduler(cfg.flow_shift)
+        elif objective_of(pipe.scheduler) != "epsilon":
+            components["scheduler"] = make_scheduler("dpm++")
+        pipeline = GenTronPipeline(**components)
         tmp, old = out / ".tmp-final", out / ".old-final"
         shutil.rmtree(tmp, ignore_errors=True)
         pipeline.save_pretrained(tmp)
