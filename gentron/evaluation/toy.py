@@ -57,9 +57,9 @@ class ToySettings:
             raise ValueError(f"--objective must be flow or epsilon, got {self.objective!r}")
         if not self.shift > 0:
             raise ValueError(f"--shift must be a number > 0 (1 = no shift), got {self.shift!r}")
-        for name in ("steps", "n_data", "n_samples", "sampling_steps", "seed"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)!r}")
+        for name, low in (("steps", 0), ("n_data", 0), ("n_samples", 1), ("sampling_steps", 1), ("seed", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= {low}, got {getattr(self, name)!r}")
         return self
 
     @property
