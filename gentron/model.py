@@ -83,6 +83,17 @@ def _table_rows(table: torch.Tensor, timestep: torch.Tensor) -> tuple[torch.Tens
     return rows, shared
 
 
+class Conditioning(NamedTuple):
+    """One forward's timestep conditioning, per frame: what every block and the output layer are modulated by."""
+
+    blocks: torch.Tensor  # (BF, D), or (BF, 6D) for adaLN-single: what each block's modulation is computed from
+    modulations: torch.Tensor | None  # (BF or 1, depth, 6D) every block's modulation from a timestep table, or None
+    final: tuple[torch.Tensor, torch.Tensor]  # the output layer's shift and scale
+
+    def block_modulation(self, i: int) -> torch.Tensor | None:
+        return None if self.modulations is None else self.modulations[:, i]
+
+
 class GenTronBlock(nn.Module):
     """Spatial self-attention, temporal self-attention, cross-attention to text, MLP."""
 
@@ -239,32 +250,58 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         """latents (B, C, F, H, W) or (B, C, H, W); timestep (B,); text (B, L, text_dim), or the Prepared of
         ``prepare`` (then text_mask=None); text_mask (B, L), True/1 on real tokens; motion (B,) bool,
         False = identity temporal mask.
-        Returns the predicted noise, shaped like ``latents``."""
+        Returns the prediction (noise, or a flow model's velocity), shaped like ``latents``."""
         image_input = latents.dim() == 4
-        if image_input:
-            latents = latents.unsqueeze(2)
+        latents = latents.unsqueeze(2) if image_input else latents  # (B, C, F, H, W)
+        b, f = latents.shape[0], latents.shape[2]
+        x, grid, frame_pos = self.embed(latents)  # (BF, N, D) patches + positions; (gh, gw); (F, D)
+        text = self._prepared(text, text_mask)  # projected tokens, mask, each block's keys/values
+        cond = self.conditioning(timestep.expand(b) if timestep.dim() == 0 else timestep, text, f)
+        motion = None if motion is None or bool(motion.all()) else motion.bool()  # None: all move, no mask needed
+        rope = _grid_constant(rope_angles, self.cfg.hidden_size // self.cfg.num_heads, *grid, x.device) \
+            if self.cfg.rope else None
+        for i, block in enumerate(self.blocks):
+            kv = text.keys_values[i] if text.keys_values else text.tokens
+            args = (x, cond.blocks, kv, text.mask, f, frame_pos, motion, cond.block_modulation(i), rope)
+            if block.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+            else:
+                x = block(*args)  # (BF, N, D)
+        x = self.proj_out(norm_modulate(self.norm_out, x, *cond.final))  # (BF, N, p*p*C)
+        out = rearrange(x, "(b f) (gh gw) (p q c) -> b c f (gh p) (gw q)", f=f, gh=grid[0], p=self.cfg.patch_size,
+                        q=self.cfg.patch_size)
+        return out[:, :, 0] if image_input else out
+
+    def embed(self, latents: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
+        """(B, C, F, H, W) latents -> tokens (BF, N, D) with their grid and frame positions, the grid (gh, gw) and
+        the frames' sine-cosine positions (F, D) that temporal attention adds."""
         b, _, f, h, w = latents.shape
         p, cfg = self.cfg.patch_size, self.cfg
         if h % p or w % p:
             raise ValueError(f"latent height and width ({h}x{w}) must be multiples of patch_size {p}")
-        dtype = self.x_embedder.weight.dtype
-        x = self.x_embedder(rearrange(latents, "b c f h w -> (b f) c h w").to(dtype))  # (BF, D, h/p, w/p)
+        x = self.x_embedder(rearrange(latents, "b c f h w -> (b f) c h w").to(self.x_embedder.weight.dtype))
         gh, gw = x.shape[-2:]
         pos = _grid_constant(_sincos, cfg.hidden_size, gh, gw, cfg.pos_embed_base_size,
                              cfg.pos_embed_interpolation_scale, x.device)
         # contiguous: an elementwise op keeps its input's layout, and the convolution's transposed one would
-        # make every later add strided and every linear copy its input (measured: 2x PixArt's copies and adds)
+        # make every later add strided and every linear copy its input
         x = (rearrange(x, "bf d gh gw -> bf (gh gw) d") + pos.to(x.dtype)).contiguous()  # (BF, N, D)
         frame_pos = _grid_constant(_sincos, cfg.hidden_size, f, None, None, 1.0, x.device).to(x.dtype)  # (F, D)
         if cfg.frame_embedding:  # each frame's index into every one of its tokens
-            x = x + self.frame_embedder(frame_pos).repeat(b, 1)[:, None]  # (BF, N, D)
+            x = x + self.frame_embedder(frame_pos).repeat(b, 1)[:, None]
+        return x, (gh, gw), frame_pos
 
+    def _prepared(self, text: torch.Tensor | Prepared, text_mask: torch.Tensor | None) -> Prepared:
         if not isinstance(text, Prepared):
-            text = self.prepare(text, text_mask, keys_values=False)
-        elif text_mask is not None:
+            return self.prepare(text, text_mask, keys_values=False)
+        if text_mask is not None:
             raise ValueError("a Prepared request carries its own mask: pass text_mask=None with it")
-        timestep = timestep.expand(b) if timestep.dim() == 0 else timestep
-        table = text.timesteps
+        return text
+
+    def conditioning(self, timestep: torch.Tensor, text: Prepared, frames: int) -> "Conditioning":
+        """Each frame's timestep (and pooled-text) conditioning: from the request's timestep table where it has one,
+        else computed. timestep (B,)."""
+        cfg, table = self.cfg, text.timesteps
         rows, shared = (None, False) if table is None else _table_rows(table.timesteps, timestep)
         t = self.t_embedder(timestep) if rows is None else table.embeddings[rows]  # (B, D)
         c = t
@@ -272,36 +309,20 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             m = text.mask[:, 0, 0, :, None].to(text.tokens.dtype)
             c = c + self.pooled_text_embedder((text.tokens * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
-        c_blocks = c_blocks.repeat_interleave(f, dim=0)  # (BF, D or 6D)
+        c_blocks = c_blocks.repeat_interleave(frames, dim=0)  # (BF, D or 6D)
 
         def per_frame(values: torch.Tensor) -> torch.Tensor:
             """This forward's rows of a timestep-table column: one per frame of each sample, (BF, ...), or the one
             row every sample shares, (1, ...), which norm_modulate then fuses into the LayerNorm."""
-            return values[rows[:1]] if shared else values[rows].repeat_interleave(f, dim=0)
+            return values[rows[:1]] if shared else values[rows].repeat_interleave(frames, dim=0)
 
-        mods = None  # (BF or 1, depth, 6D): every block's modulation, from the table
-        if rows is not None and table.modulations is not None:
-            mods = per_frame(table.modulations)
-        if motion is not None:  # one host sync per forward, not one per block
-            motion = None if bool(motion.all()) else motion.bool()  # None: all move, temporal attention needs no mask
-        rope = _grid_constant(rope_angles, cfg.hidden_size // cfg.num_heads, gh, gw, x.device) if cfg.rope else None
-
-        for i, block in enumerate(self.blocks):
-            kv = text.keys_values[i] if text.keys_values else text.tokens
-            args = (x, c_blocks, kv, text.mask, f, frame_pos, motion, None if mods is None else mods[:, i], rope)
-            if block.gradient_checkpointing and torch.is_grad_enabled():
-                x = torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-            else:
-                x = block(*args)
-
+        tabulated = rows is not None and table.modulations is not None
+        mods = per_frame(table.modulations) if tabulated else None  # (BF or 1, depth, 6D)
         if cfg.timestep_modulation == "adaln_zero":
-            final = self.final_modulation(c).repeat_interleave(f, dim=0) if mods is None else per_frame(table.final)
-            shift, scale = final.chunk(2, dim=1)
+            final = per_frame(table.final) if tabulated else self.final_modulation(c).repeat_interleave(frames, 0)
         else:
-            shift, scale = (self.final_scale_shift_table[None] + t[:, None]).repeat_interleave(f, 0).chunk(2, dim=1)
-        x = self.proj_out(norm_modulate(self.norm_out, x, shift, scale))  # (BF, N, p*p*C)
-        out = rearrange(x, "(b f) (gh gw) (p q c) -> b c f (gh p) (gw q)", f=f, gh=gh, p=p, q=p)
-        return out[:, :, 0] if image_input else out
+            final = (self.final_scale_shift_table[None] + t[:, None]).repeat_interleave(frames, 0)
+        return Conditioning(c_blocks, mods, tuple(final.chunk(2, dim=1)))
 
     def prepare(self, text: torch.Tensor, text_mask: torch.Tensor | None = None,
                 timesteps: torch.Tensor | None = None, keys_values: bool = True) -> Prepared:
