@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 import gradio as gr
 
-from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES, MAX_SEED, SAMPLER_NAMES, Studio,
+from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES, MAX_SEED, Studio,
                             Update, motion_label, parse_motion_strengths, preview_image)
 
 MODEL_QUEUE = "gentron-model"  # every event that runs the model shares this one slot
@@ -61,7 +61,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames", elem_id="frames")
                             fps = gr.Slider(1, 24, value=4, step=1, label="Frames per second")
                         steps = gr.Slider(1, 200, value=25, step=1, precision=0, label="Steps", elem_id="steps")
-                        sampler = gr.Dropdown(list(SAMPLER_NAMES), value=info.default_sampler, label="Sampler")
+                        sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label="Sampler")
                         precision = gr.Dropdown(list(info.precisions), value=studio.precision,
                                                 label="Precision / quantization (changing it reloads the model)")
                         text_precision = gr.Dropdown(
@@ -103,7 +103,7 @@ def build_demo(studio: Studio) -> gr.Blocks:
                             c_frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames")
                             c_fps = gr.Slider(1, 24, value=4, step=1, label="Frames per second")
                         c_steps = gr.Slider(1, 200, value=25, step=1, precision=0, label="Steps")
-                        c_sampler = gr.Dropdown(list(SAMPLER_NAMES), value=info.default_sampler, label="Sampler")
+                        c_sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label="Sampler")
                     gr.Examples([[p] for p in COMPARE_EXAMPLES], inputs=[c_prompt], label="Shapes World prompts",
                                 cache_examples=False)
                 with gr.Column(scale=3):

@@ -228,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--timestep-modulation", default="adaln_zero", choices=["adaln_zero", "adaln_single"],
                       help="per-block adaLN-Zero (DiT) or shared adaLN-single (PixArt)")
     sub.add_parser("train", help="train a stage from a YAML config (python -m gentron train --help)")
+    sub.add_parser("toy", help="a recipe's gate in minutes: train a small model on one word's toy and judge it "
+                   "(python -m gentron toy --help)")
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
     ev.add_argument("--suite", default="compbench",
@@ -273,6 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         from .training.__main__ import main as train_main
 
         return train_main(argv[1:])
+    if argv[:1] == ["toy"]:  # so does the toy gate
+        from .evaluation.toy import main as toy_main
+
+        return toy_main(argv[1:])
     args = parser.parse_args(argv)
     args.argv = list(argv)
     if getattr(args, "quantize", "none") is None:  # eval judges the weights as trained unless told otherwise

@@ -28,7 +28,6 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 MAX_SEED = 2**32 - 1  # gentron.pipeline.MAX_SEED, repeated so this module imports without torch
-SAMPLER_NAMES = ("ddim", "dpm++", "euler")  # gentron.diffusion.SAMPLERS, likewise
 BASE_PRECISIONS = ("none", "bf16")  # offered when gentron.quantization is not there
 DEFAULT_MOTION_STRENGTHS = "0, 0.5, 1.0, 1.5, 2.0"
 MAX_COMPARE = 8  # λM values in one comparison (they run as one batch)
@@ -82,6 +81,7 @@ class ModelInfo:
     resolutions: tuple[int, ...]
     precisions: tuple[str, ...]
     default_sampler: str  # the sampler the model's folder ships
+    samplers: tuple[str, ...]  # those its objective takes (epsilon or flow)
 
 
 def precision_modes(device: str = "cpu") -> list[str]:
@@ -306,7 +306,8 @@ class Studio:
         sizes = sorted({s for s in (d, 2 * d) if s % m == 0 and s <= 2048} or {d})
         return ModelInfo(name=self.model_name, temporal=bool(pipe.transformer.config.temporal),
                          size_multiple=m, default_resolution=d, resolutions=tuple(sizes),
-                         precisions=tuple(self.precisions()), default_sampler=pipe.default_sampler)
+                         precisions=tuple(self.precisions()), default_sampler=pipe.default_sampler,
+                         samplers=tuple(pipe.samplers))
 
     # ---- generation -----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,

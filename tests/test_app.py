@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 gr = pytest.importorskip("gradio")
 
 import app  # noqa: E402
-from gentron.studio import (MAX_SEED, SAMPLER_NAMES, Studio, contact_sheet, labelled_tiles,  # noqa: E402
+from gentron.studio import (MAX_SEED, Studio, contact_sheet, labelled_tiles,  # noqa: E402
                             parse_motion_strengths)
 from test_model import _randomise  # noqa: E402
 
@@ -78,10 +78,9 @@ def test_import_app_does_not_import_torch():
 
 
 def test_studio_constants_match_the_engine():
-    from gentron.diffusion import SAMPLERS
     from gentron.pipeline import MAX_SEED as ENGINE_MAX_SEED
 
-    assert MAX_SEED == ENGINE_MAX_SEED and tuple(sorted(SAMPLERS)) == SAMPLER_NAMES
+    assert MAX_SEED == ENGINE_MAX_SEED
 
 
 def test_hosting_defaults_are_local_and_private(monkeypatch):
@@ -320,3 +319,14 @@ def test_a_preview_equal_to_the_last_one_sent_is_dropped():
     updates = [Update(1, 4, a, None), Update(2, 4, a.copy(), None), Update(3, 4, b, None), Update(4, 4, None, None)]
     kept = [u.preview for u in app._engine(lambda: iter(updates))]
     assert kept[0] is a and kept[1] is None and kept[2] is b and kept[3] is None
+
+
+def test_the_sampler_menu_offers_what_the_model_takes(studio, live_pipeline_dir, tmp_path):
+    from gentron.diffusion import FLOW_SAMPLERS, SAMPLERS, flow_scheduler
+    from gentron.pipeline import GenTronPipeline
+
+    assert studio.info().samplers == tuple(sorted(SAMPLERS)) and studio.info().default_sampler in SAMPLERS
+    pipe = GenTronPipeline.from_pretrained(live_pipeline_dir)
+    GenTronPipeline(**{**pipe.components, "scheduler": flow_scheduler(8.0)}).save_pretrained(tmp_path / "flow")
+    info = Studio(str(tmp_path / "flow"), device="cpu", outputs_dir=tmp_path / "out").info()
+    assert info.samplers == tuple(sorted(FLOW_SAMPLERS)) and info.default_sampler == "flow-euler"

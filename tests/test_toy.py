@@ -51,3 +51,15 @@ def test_a_tiny_toy_run_prints_its_line_and_resumes(tmp_path):
     log = [json.loads(line)["step"] for line in (tmp_path / "arm" / "run" / "loss.jsonl").read_text().splitlines()]
     assert more["steps"] == 4 and log[-1] == 4  # resumed from step 2, not trained anew
     assert render_data("direction", 4, tmp_path / ".toy-data-direction-4-0" / "media", 0).is_dir()
+
+
+@pytest.mark.slow
+def test_the_cli_runs_the_side_toy_and_prints_one_json_line(tmp_path, capsys):
+    from gentron.cli import main
+
+    argv = ["toy", "--task", "side", "--steps", "2", "--n-data", "4", "--n-samples", "2", "--sampling-steps", "2",
+            "--out-dir", str(tmp_path / "side")]
+    assert main(argv) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["task"] == "side" and line["objective"] == "flow" and line["shift"] == 8.0 and line["steps"] == 2
+    assert sum(line["counts"].values()) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,6 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="direction: leave the frame positions out of the input (inside temporal attention only)")
     p.add_argument("--n-data", type=int, default=0, help="rendered samples (default: 8000 side, 4000 direction)")
     p.add_argument("--n-samples", type=int, default=40)
+    p.add_argument("--sampling-steps", type=int, default=25, help="sampler steps per judged sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=0, help="seconds of training, then judge (0 = none)")
     p.add_argument("--model", default="assets/gentron-shapes", help="the VAE and text towers that encode the data")
@@ -218,9 +220,15 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(p)
     a = p.parse_args(argv)
     settings = ToySettings(task=a.task, objective=a.objective, shift=a.shift, steps=a.steps,
-                           frame_embedding=a.frame_embedding, n_data=a.n_data, n_samples=a.n_samples, seed=a.seed,
+                           frame_embedding=a.frame_embedding, n_data=a.n_data, n_samples=a.n_samples,
+                           sampling_steps=a.sampling_steps, seed=a.seed,
                            model=a.model, time_limit=a.time_limit)
-    print(json.dumps(run_toy(settings, a.out_dir)), flush=True)
+    try:
+        line = run_toy(settings, a.out_dir)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(line), flush=True)
     return 0
 
 
