@@ -88,6 +88,7 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, ca
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end
 def test_info_counts_on_meta_device():
     proc = subprocess.run([sys.executable, "-m", "gentron", "info", "--preset", "XL/2"], capture_output=True, text=True)
     info = json.loads(proc.stdout)

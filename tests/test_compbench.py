@@ -81,6 +81,7 @@ def test_sweep_values_errors_say_the_fix():
         parse_values("1;2", "sweep-text")
 
 
+@pytest.mark.slow  # end to end
 def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, capsys):
     """Same samples, noise and timesteps on every call; the text changes the prediction; a T2I model
     refuses videos with a clear error."""
