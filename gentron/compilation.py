@@ -1,18 +1,15 @@
 """``torch.compile`` for serving: the transformer compiled once per request shape, weights frozen.
 
 Opt-in (``load_pipeline(..., compile=True)``, ``--compile``, ``GENTRON_COMPILE=1`` for the app) because
-it trades a one-off cost for every later step. Measured on the 2-core AMX CPU (docs/benchmarks-xeon-amx.md, section 7,
-session 11, against the eager pipeline with its packed weights, gentron.packing): the built-in model's 64 px image
-went from 0.51 to 0.40 s and its 8-frame video from 1.42 to 1.09 s in bf16, after 21-30 s for the first call of
-each new shape (resolution, frames, number of λM values). So it pays for a server answering many requests, not for
-one CLI call (on the AMD EPYC host without AMX, session 20, docs/benchmarks.md section 7: 0.50 -> 0.43 s and
-2.32 -> 2.21 s, after 18-29 s). The eager pipeline's packing is left off a compiled one: inductor packs the weights
-it freezes.
+it trades a one-off cost for every later step: the first call of each new shape (resolution, frames, number of λM
+values) compiles for tens of seconds, every later one runs faster (docs/benchmarks.md, section 7). So it pays for a
+server answering many requests, not for one CLI call. The eager pipeline's packing is left off a compiled one:
+inductor packs the weights it freezes.
 
 Why these settings:
 - ``freezing``: inductor treats the weights as constants, so on the CPU the linear layers get oneDNN's
-  prepacked weights. This is most of the gain at B/2 (a 64 px image step 145 -> 86 ms; without freezing
-  173 -> 152 ms), and is only valid for inference, which is all the pipeline does. It is a process-wide
+  prepacked weights. This is most of the gain at B/2 (docs/benchmarks.md, section 7), and is only valid for
+  inference, which is all the pipeline does. It is a process-wide
   inductor flag, so any other torch.compile in the same process freezes its weights too.
 - ``dynamic=False``: each shape gets kernels specialised to it. A served request has few shapes, and
   dynamic-shape kernels would give back part of the gain. The text is one of those shapes: a compiled
@@ -45,9 +42,8 @@ def compile_transformer(module: nn.Module) -> nn.Module:
     config); the first call of each new input shape compiles, later ones run the compiled kernels.
     Weights are frozen into the compiled graph: load new weights into a fresh module, not this one."""
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
-    # Process-wide, not options={"freezing": True}: this torch ignores that option (measured at B/2, 64 px:
-    # 173 -> 152 ms with it, as without freezing; 145 -> 86 ms with the global flag). Inductor reads the
-    # flag when a shape compiles, i.e. at call time, so a scoped patch here would not reach it.
+    # Process-wide, not options={"freezing": True}: this torch ignores that option (it runs as unfrozen). Inductor
+    # reads the flag when a shape compiles, i.e. at call time, so a scoped patch here would not reach it.
     torch._inductor.config.freezing = True
     module.compile(dynamic=False)
     return module

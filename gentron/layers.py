@@ -15,8 +15,6 @@ from einops import rearrange
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .packing import PackedLinear
-
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """adaLN: ``x * (1 + scale) + shift`` with per-sample (B, D) or (B, 1, D) parameters."""
@@ -27,9 +25,8 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 def norm_modulate(norm: nn.LayerNorm, x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``modulate(norm(x), shift, scale)`` for a LayerNorm without affine parameters. Where one (shift, scale) serves
-    every sample (a sampling step: all its branches share the timestep), they are the normalisation's own affine, one
-    fused pass over the activations instead of two (bf16, 2048 x 384: 0.22 against 0.37 ms alone; whole sampling
-    steps 0-5% faster, docs/benchmarks-xeon-amx.md), rounding once in bf16 where the two passes round twice."""
+    every sample (a sampling step: all its branches share the timestep), they are the normalisation's own affine: one
+    pass over the activations instead of two, rounding once in bf16 where two passes round twice (docs/benchmarks.md)."""
     if shift.shape[0] == 1 and norm.weight is None:
         return F.layer_norm(x, norm.normalized_shape, (1 + scale).view(-1), shift.view(-1), norm.eps)
     return modulate(norm(x), shift, scale)
@@ -69,12 +66,8 @@ class Attention(nn.Module):
             q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=h).unbind(0)
             if rope is not None:
                 q, k = rotate(q, *rope), rotate(k, *rope)
-        # CPU kernels (scripts/sdpa_kernels.py, S/2 in bf16, 2 threads, four runs of alternating rounds): for training
-        # (forward + backward, batch 16) MATH beat the default flash kernel in every run (223-264 vs 291-363 ms); for
-        # sampling the default one was as fast or faster for images (18-27 vs 19-32 ms per step) and within this
-        # machine's drift for 8-frame videos (125-169 vs 114-189 ms). The AMD EPYC host without AMX (session 20, three
-        # rounds) agrees: training 255-270 vs 294-303 ms, sampling equal (images 21-22 both, videos 152-154 vs 154-156).
-        # Chosen here, not around the model, so activation-checkpoint recomputation uses the same kernel.
+        # On the CPU the MATH kernel trains faster than the default one, which samples as fast (docs/benchmarks.md,
+        # "Attention kernels"); chosen here, not around the model, so checkpoint recomputation uses the same kernel.
         training = q.device.type == "cpu" and torch.is_grad_enabled()
         kernel = sdpa_kernel(SDPBackend.MATH) if training else contextlib.nullcontext()
         with kernel:
@@ -84,14 +77,21 @@ class Attention(nn.Module):
     def values_only(self, x: torch.Tensor) -> torch.Tensor:
         """Self-attention where each query has exactly one key, its own token: the softmax is exactly 1, so
         the output is ``proj(v)``. Computes neither q, k nor the scores."""
-        d, w = x.shape[-1], self.qkv.weight
-        if type(self.qkv) is nn.Linear and type(w.data) is torch.Tensor and w.is_floating_point():
-            v = F.linear(x, w[2 * d:], self.qkv.bias[2 * d:])  # plain weights: v's rows alone
-        elif isinstance(self.qkv, PackedLinear):  # a packed copy of v's rows alone, made on first use
-            v = self.qkv.forward_rows(x, 2 * d)
-        else:  # quantized layers (torchao, bitsandbytes) don't slice: run the whole layer, keep v
-            v = self.qkv(x)[..., 2 * d:]
-        return self.proj(v)
+        return self.proj(linear_rows(self.qkv, x, 2 * x.shape[-1]))
+
+
+def linear_rows(layer: nn.Module, x: torch.Tensor, start: int) -> torch.Tensor:
+    """``layer(x)[..., start:]``, computing only those output rows where the layer allows it: a plain float
+    ``nn.Linear`` slices its weight, a layer with its own ``forward_rows(x, start)`` (a serving wrapper swapped in from
+    outside) computes them itself, and any other layer runs whole."""
+    w = getattr(layer, "weight", None)
+    if type(layer) is nn.Linear and type(w.data) is torch.Tensor and w.is_floating_point():
+        bias = None if layer.bias is None else layer.bias[start:]
+        return F.linear(x, w[start:], bias)
+    forward_rows = getattr(layer, "forward_rows", None)
+    if forward_rows is not None:
+        return forward_rows(x, start)
+    return layer(x)[..., start:]
 
 
 class TemporalAttention(nn.Module):
@@ -113,7 +113,7 @@ class TemporalAttention(nn.Module):
                 motion: torch.Tensor | None) -> torch.Tensor:
         # x: ((B F), N, D); frame_pos: (F, D); motion: (B,) bool, or None when every sample moves
         if frames == 1:  # an image: each patch's one frame attends to itself alone, whatever the mask
-            return self.attn.values_only(self.norm(x) + frame_pos)  # measured: ~27% of a T2V model's image step
+            return self.attn.values_only(self.norm(x) + frame_pos)  # no scores: a softmax over one key is 1
         n = x.shape[1]
         h = rearrange(self.norm(x), "(b f) n d -> (b n) f d", f=frames) + frame_pos
         mask = None  # every sample with motion: full attention, and no mask to build or apply

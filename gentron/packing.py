@@ -2,18 +2,15 @@
 
 ``nn.Linear`` passes oneDNN a plain row-major weight on every call; a weight packed once ahead in oneDNN's own
 layout (what inductor's freezing pass does for a compiled graph) is multiplied faster, and the exact GELU can run in
-the same call. Measured on this project's AMX CPU in bf16 (``python scripts/packing_gain.py``, session 11, products
-of S/2's and B/2's sizes): packed / plain 0.77-1.04, and product + GELU fused / apart 0.65-0.99 (whole steps
-packed and unpacked, section 2 of docs/benchmarks-xeon-amx.md; on the AMD EPYC host without AMX, session 20, the
-packed step took 0.87-0.96 of the unpacked one in every row of section 2 of docs/benchmarks.md).
-The products are the same (bit for bit in bf16 in the tests; the fused GELU rounds once where the plain MLP rounds
-twice, and the packed product may sum in another order), so this is a serving switch like ``quantize``, not a
-different model: on 300 CompBench prompts bf16 packed scored within noise of bf16 unpacked (docs/evaluation.md).
+the same call (the gains by product and by whole step: docs/benchmarks.md, "Packed weights"). The products are the
+same up to summation order and one rounding fewer in the fused GELU, so this is a serving switch like ``quantize``,
+not a different model: bf16 packed scores within noise of bf16 unpacked on CompBench (docs/evaluation.md).
 
-Where it applies: in inference (no gradients wanted) on the CPU. With gradients wanted, or on CUDA, a packed layer
-computes as the plain one does. The weight stays an ordinary parameter, so a packed model saves, loads, casts, copies
-and takes in-place edits like any other; the packed copy, remade when the weight changes, costs a second copy of
-these weights in memory.
+Packing works from outside the model: ``pack_linears`` swaps ``PackedLinear`` in for a model's plain float CPU
+``nn.Linear`` layers, and ``PackedLinear.forward_rows`` serves ``gentron.layers.linear_rows`` (self-attention's
+values alone). It applies in inference on the CPU; with gradients wanted, or on CUDA, a packed layer computes as the
+plain one does. The weight stays an ordinary parameter, so a packed model saves, loads, casts, copies and takes
+in-place edits like any other; the packed copy, remade when the weight changes, costs a second copy in memory.
 """
 from __future__ import annotations
 
@@ -29,11 +26,8 @@ def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
 
 
-# oneDNN lays a packed weight out for a batch size. Measured here (bf16, products of S/2's and B/2's sizes, scratch
-# survey of 128-4096 rows): the layout for one row was the fastest up to 1024 rows (512 rows x 3072 -> 768: 1.6 ms
-# against 3.0 in the default layout and 1.8 plain) and 1-12% slower than the default one from 1536 rows for the MLP's
-# products alone; yet whole B/2 and S/2 steps of 1536-3072 rows took 0.95-0.99 of the time with the one-row layout
-# that they took with the default one there (scratch A/B). So one copy, in the one-row layout.
+# oneDNN lays a packed weight out for a batch size; the one-row layout was as fast as the default one for whole steps
+# at every size measured and faster below 1024 rows (docs/benchmarks.md, "Packed weights"), so one copy, in that one.
 def _pack(weight: torch.Tensor) -> torch.Tensor:
     return _ops._reorder_linear_weight(weight.detach().contiguous(), 1)
 

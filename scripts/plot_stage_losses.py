@@ -1,6 +1,6 @@
 """One loss curve across training stages run one after another (each stage's loss.jsonl), for docs/.
 
-    python scripts/plot_stage_losses.py runs/builtin_gpu5/videos runs/builtin_gpu6/videos --out docs/loss_gpu_h200_s5.png
+    python scripts/plot_stage_losses.py OUT/images OUT/videos --out docs/loss_gpu_h200.png
 """
 import argparse
 import json

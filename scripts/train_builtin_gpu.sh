@@ -2,10 +2,10 @@
 # Train the built-in model's transformer on one CUDA GPU, stage after stage, each for a fixed time, then ship
 # the last stage's EMA weights in bf16. This is how assets/gentron-shapes was trained (docs/training.md).
 #
-#   STAGES="images videos" bash scripts/train_builtin_gpu.sh          # stages 3-4, from the shipped model
-#   STAGES="t2i t2i_more" STAGE_SECONDS=250 bash scripts/train_builtin_gpu.sh   # stages 1-1b (a fresh S/2)
+#   STAGES="images videos" bash scripts/train_builtin_gpu.sh          # images, then videos, from the shipped model
+#   STAGES="t2i t2i_more" STAGE_SECONDS=250 bash scripts/train_builtin_gpu.sh   # a fresh S/2: t2i, then t2i_more
 #   STAGES="images_decay videos_decay" INIT=assets/gentron-shapes DEST=runs/builtin_gpu8 bash scripts/train_builtin_gpu.sh
-#                                                                     # stages 6-6b, each ending in an LR cooldown
+#                                                                     # images_decay, videos_decay: each ends in an LR cooldown
 #
 # Each stage stops itself after its config's time_limit (STAGE_SECONDS overrides it for every stage), checkpoints and
 # writes final/; the next stage starts from that final/. Run again, a stage resumes from its checkpoint.

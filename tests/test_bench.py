@@ -129,6 +129,7 @@ def test_markdown_has_the_command_the_machine_and_one_table_per_section():
     assert "| video | 64 px × 8 f | 2.6 | 2.3 | 41 |" in md
 
 
+@pytest.mark.slow  # end to end
 def test_quick_grid_end_to_end_on_tiny(tmp_path):
     grid = replace(bench_grid(quick=True), presets=("tiny",), resolutions=(32,), frames=(4,), quant_presets=("tiny",),
                    small_presets=("tiny",), repeats=1, warmup=0, matmul_size=256)

@@ -21,12 +21,14 @@ def test_ships_in_assets_as_safetensors_under_60_mb():
     assert {"vae", "text_towers", "t2i", "t2v"} <= set(provenance["stages"])
 
 
+@pytest.mark.slow  # end to end
 def test_is_the_full_text_to_video_model(builtin):
     assert builtin.transformer.config.temporal
     assert [type(t.encoder).__name__ for t in builtin.towers] == ["CLIPTextModel", "T5EncoderModel"]
     assert builtin.default_resolution == 64 and builtin.vae_scale_factor == 4
 
 
+@pytest.mark.slow  # end to end
 def test_image_and_video_deterministic(builtin):
     a = builtin("a red circle", num_inference_steps=4, seed=1)
     b = builtin("a red circle", num_inference_steps=4, seed=1)
@@ -35,6 +37,7 @@ def test_image_and_video_deterministic(builtin):
     assert v.frames.shape == (1, 8, 64, 64, 3)
 
 
+@pytest.mark.slow  # end to end
 def test_draws_on_the_shapes_world_background(builtin):
     """Most of a picture is Shapes World's dark background (16, 16, 16), as in training."""
     frame = builtin("a big blue square", seed=0).frames[0, 0].astype(int)

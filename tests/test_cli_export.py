@@ -36,6 +36,7 @@ def test_mp4_is_browser_playable(tmp_path):
     assert "h264" in probe and "yuv420p" in probe and "32x34" in probe  # W x H, both padded to even
 
 
+@pytest.mark.slow  # end to end
 def test_generate_single_and_batch(tmp_path, tiny_pipeline_dir, capsys):
     out = tmp_path / "one.mp4"
     assert main(["generate", "--prompt", "a red circle moving left", "--out", str(out), "--model",
@@ -87,6 +88,7 @@ def test_bad_arguments_exit_nonzero_with_message(tmp_path, tiny_pipeline_dir, ca
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end to end
 def test_info_counts_on_meta_device():
     proc = subprocess.run([sys.executable, "-m", "gentron", "info", "--preset", "XL/2"], capture_output=True, text=True)
     info = json.loads(proc.stdout)

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from gentron.cli import main
@@ -34,6 +35,7 @@ def test_table_scores_true_renders_high_and_mismatched_ones_low():
     assert "| relation |" in markdown_table(good)
 
 
+@pytest.mark.slow  # end to end
 def test_eval_cli_writes_results_and_table(tmp_path, tiny_pipeline_dir, capsys):
     """Plumbing on a tiny random model: files, JSON and table, not quality."""
     out = tmp_path / "eval"
@@ -45,6 +47,7 @@ def test_eval_cli_writes_results_and_table(tmp_path, tiny_pipeline_dir, capsys):
     assert "| category |" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # end to end
 def test_sweeps_run_the_same_prompts_at_each_value(tmp_path, tiny_pipeline_dir, capsys):
     """Plumbing on a tiny random model: one CompBench run per value, the value in each file's settings."""
     from gentron.export import read_settings
@@ -78,6 +81,7 @@ def test_sweep_values_errors_say_the_fix():
         parse_values("1;2", "sweep-text")
 
 
+@pytest.mark.slow  # end to end
 def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, capsys):
     """Same samples, noise and timesteps on every call; the text changes the prediction; a T2I model
     refuses videos with a clear error."""

@@ -12,6 +12,7 @@ from gentron.model import GenTronTransformer
 from test_model import _randomise
 
 
+@pytest.mark.slow  # end to end
 def test_compiled_pipeline_samples_like_eager(tmp_path):
     pipe = build_random_pipeline("tiny", temporal=True, seed=3)
     _randomise(pipe.transformer)  # fresh adaLN-Zero predicts zero noise: nothing to compare

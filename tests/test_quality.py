@@ -74,6 +74,7 @@ def test_bad_inputs_say_what_to_change(clip_dir, tmp_path):
         quality.read_images(tmp_path / "missing", 64)
 
 
+@pytest.mark.slow  # end to end
 def test_quality_suite_cli(tmp_path, tiny_pipeline_dir, clip_dir, capsys):
     """Generates with a tiny random model, judges with the tiny CLIP: files and numbers are written."""
     out = tmp_path / "q"

@@ -1,4 +1,4 @@
-"""Contract tests for the Shapes World v1 generator (shared/shapes-world.md)."""
+"""Contract tests for the Shapes World v1 generator (docs/shapes-world.md)."""
 from __future__ import annotations
 
 import itertools

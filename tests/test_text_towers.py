@@ -1,4 +1,5 @@
 """The text-tower refinement: words a tower had collapsed become distinct, the rest stays put."""
+import pytest
 import torch
 
 from gentron.text import build_clip_tower, build_t5_tower, build_word_tokenizer
@@ -21,6 +22,7 @@ def _collapsed_towers():
     return towers
 
 
+@pytest.mark.slow  # end to end
 def test_refine_separates_collapsed_words_and_refreezes():
     towers = _collapsed_towers()
     assert all(word_separation(t, DIRECTION_PAIRS) < 1e-4 for t in towers)

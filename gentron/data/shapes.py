@@ -1,6 +1,6 @@
 """Shapes World v1: procedurally rendered images and short videos of coloured shapes, with captions.
 
-This is the reference generator for the contract in shared/shapes-world.md. Read it top to bottom:
+This is the reference generator for the contract in docs/shapes-world.md. Read it top to bottom:
 vocabulary -> caption specs -> caption text and its parser -> counting and the held-out split ->
 sampling -> layout (where every object is on every frame) -> rasterisation -> torch stream.
 

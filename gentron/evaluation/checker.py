@@ -2,7 +2,7 @@
 
 `detect` turns one frame into objects (colour, shape, size, box centre, angle); `check` reads a
 caption with the Shapes World grammar and says, per category in the style of T2I-CompBench, whether
-the picture or video shows it. Everything relies only on what shared/shapes-world.md promises.
+the picture or video shows it. Everything relies only on what docs/shapes-world.md promises.
 
 Shape classes come from rotation-invariant angular moments of the soft mask about its centroid,
 M_n = sum(w r^2 e^{i n theta}) / sum(w r^2): a square only has |M_4|, a star |M_5|, the (near

@@ -81,7 +81,7 @@ def provenance(runs: Path | None, stage_specs: list[str] | None = None, previous
         earlier = json.loads(previous.read_text())
         stages = dict(earlier["stages"])
         averages = list(earlier.get("averages", []))
-        if "averaged_with" in earlier:  # session 15's record, from before the list
+        if "averaged_with" in earlier:  # the older one-average form of the record
             averages.append({"with": earlier["averaged_with"], "after_stage": list(stages)[-1]})
     else:
         vae = json.loads((runs / "vae_metrics.json").read_text())

@@ -196,7 +196,7 @@ def refine(towers: list, steps: int, batch: int, seed: int, identity_weight: flo
         loss.backward()
         opt.step()
         if (step + 1) % 50 == 0 or step == 0:
-            log.append({"step": step + 1, "distill": float(distill), "identity": float(identity)})
+            log.append({"step": step + 1, "distill": distill.item(), "identity": identity.item()})
             print(json.dumps(log[-1]), flush=True)
     for tower, _, _ in parts:
         tower.encoder.requires_grad_(False)

@@ -2,7 +2,7 @@
 LayerNorm's affine, ``gentron.layers.norm_modulate``) against the per-sample path, in one process, timed call by call
 alternately as the bench does, on the bench's random-weight models (bf16, packed).
 
-    python scripts/fused_adaln_ab.py
+    python research/fused_adaln_ab.py
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Where a motion-free guidance step spends its time: the three branches in one batched forward against three
 forwards of one branch each (bench section 3), op by op under torch.profiler, on the bench's random-weight model.
 
-    python scripts/mfg_profile.py --preset S/2 --frames 16
+    python research/mfg_profile.py --preset S/2 --frames 16
 """
 from __future__ import annotations
 

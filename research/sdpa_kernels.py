@@ -5,7 +5,7 @@ and for training (forward + backward under bf16 autocast, batch 16): medians of 
 in alternating rounds (math, default, math, default, ...) so that drift in the machine's speed hits both.
 gentron/layers.py picks from these numbers.
 
-    python scripts/sdpa_kernels.py [--threads 2]
+    python research/sdpa_kernels.py [--threads 2]
 """
 import argparse
 import contextlib

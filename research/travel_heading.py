@@ -7,7 +7,7 @@ The same question for the run's relation images whose two objects are drawn righ
 axis (left/right against above/below), and on the captioned side of each other? A model that reads the axis
 word but not its sign gets the axis right and the side at chance.
 
-    python scripts/travel_heading.py runs/eval_s8b [runs/eval_s7 ...]
+    python research/travel_heading.py EVAL_DIR [EVAL_DIR ...]
 """
 from __future__ import annotations
 

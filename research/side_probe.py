@@ -2,10 +2,10 @@
 of B", "B to the right of A" (A on the left) and "A to the right of B", "B to the left of A" (A on the right) over
 every shape pair, and linear probes (logistic regression) for "A is on the left" trained on 12 shape pairs and
 tested on the other 4, from: the towers' token mean (what a cross-attention spread nearly evenly over the caption
-reads: scripts/cross_attention_words.py), the mean of the transformer's projected caption tokens (its
+reads: research/cross_attention_words.py), the mean of the transformer's projected caption tokens (its
 cross-attention keys and values are linear in these), and the towers' tokens in order. The same for above/below.
 
-    python scripts/side_probe.py [--model FOLDER]
+    python research/side_probe.py [--model FOLDER]
 """
 from __future__ import annotations
 

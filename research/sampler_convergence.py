@@ -3,7 +3,7 @@ difference (of 255) between DDIM and DPM-Solver++ at 25 and at 100 steps: both s
 ODE, so at 100 steps they agree, and the one whose 25-step image is nearer its 100-step image is the more
 accurate solver. (Accuracy is not what CompBench rewards: see docs/evaluation.md, "The sampler".)
 
-    python scripts/sampler_convergence.py [--model PATH]
+    python research/sampler_convergence.py [--model PATH]
 """
 from __future__ import annotations
 

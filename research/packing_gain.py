@@ -2,8 +2,8 @@
 plain ``F.linear`` against the packed product, alternately timed; then the MLP's first product with its exact GELU,
 as two calls against one fused call.
 
-    python scripts/packing_gain.py            # bf16, the engine's default on this CPU
-    python scripts/packing_gain.py --fp32
+    python research/packing_gain.py            # bf16, the engine's default on this CPU
+    python research/packing_gain.py --fp32
 """
 from __future__ import annotations
 

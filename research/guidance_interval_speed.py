@@ -1,7 +1,7 @@
 """What a guidance interval saves end to end: the built-in model (bf16, 25 steps) guided at every step against
 intervals that leave the noisiest steps unguided (one branch instead of two or three), alternated, medians.
 
-    python scripts/guidance_interval_speed.py --intervals 0,1000 0,900 0,800 --runs 8
+    python research/guidance_interval_speed.py --intervals 0,1000 0,900 0,800 --runs 8
 """
 from __future__ import annotations
 

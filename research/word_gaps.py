@@ -2,7 +2,7 @@
 and one word changed (left/right, up/down, left/up, growing/shrinking, spinning/standing still, red/blue), the
 distance between the text towers' outputs averaged over each caption's tokens, and, in every block, between the
 cross-attention values averaged the same way: what a patch reads when its attention is spread evenly over the
-caption, as scripts/cross_attention_words.py finds it nearly is. A word the blocks must act on but hold close to
+caption, as research/cross_attention_words.py finds it nearly is. A word the blocks must act on but hold close to
 its opposite is a small signal to learn from.
 
 Then what each word is worth to the loss where a layout is chosen: as t nears T the best prediction of the clean
@@ -11,7 +11,7 @@ of its sides and loses |m_a - m_b|^2 / 4 of x0 error. From N real single-object 
 same objects), the share of that near-pure-noise x0 error the word removes; "left / left" compares two halves
 of the same side, the estimate's floor.
 
-    python scripts/word_gaps.py [--model PATH] [--clips 128]
+    python research/word_gaps.py [--model PATH] [--clips 128]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
-from word_swap_loss import single_object_clips  # scripts/ is on the path when a script in it runs
+from word_swap_loss import single_object_clips  # research/ is on the path when a script in it runs
 
 OBJECTS = ("a red square", "a big blue star", "a small green triangle", "a yellow star", "a cyan square")
 PAIRS = {"left / right": ("moving left", "moving right"), "up / down": ("moving up", "moving down"),

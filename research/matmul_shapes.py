@@ -1,7 +1,7 @@
 """Is a 4096³ bf16 matmul a fair "peak" for the FLOP/s section? Times square matmuls of several sizes and
 B/2-shaped linear layers (M tokens × 768 -> 3072) alternately, and prints median and best TFLOP/s.
 
-    python scripts/matmul_shapes.py
+    python research/matmul_shapes.py
 """
 from __future__ import annotations
 

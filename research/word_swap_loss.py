@@ -5,8 +5,8 @@ images captioned "A to the left of B", "A above B", .... The same clips, noise a
 variant, so a difference is the model's, not the sample's. A model that ignores a word loses nothing when it
 is swapped.
 
-    python scripts/word_swap_loss.py --model assets/gentron-shapes --motion moving
-    python scripts/word_swap_loss.py --relations --timesteps 600,800,900
+    python research/word_swap_loss.py --model assets/gentron-shapes --motion moving
+    python research/word_swap_loss.py --relations --timesteps 600,800,900
 """
 from __future__ import annotations
 

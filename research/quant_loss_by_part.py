@@ -2,8 +2,8 @@
 (``gentron.evaluation.heldout_loss``: the same held-out images, noise and timesteps for every variant, so
 variants are paired sample by sample) with some of its parts quantized.
 
-    python scripts/quant_loss_by_part.py --mode bnb4 --parts text_encoder_2 --ignore-class-keep
-    python scripts/quant_loss_by_part.py --mode bnb4 --parts transformer --keep adaLN_modulation
+    python research/quant_loss_by_part.py --mode bnb4 --parts text_encoder_2 --ignore-class-keep
+    python research/quant_loss_by_part.py --mode bnb4 --parts transformer --keep adaLN_modulation
 --parts: pipeline components to quantize (none: full precision); --keep: name parts left unquantized.
 """
 from __future__ import annotations

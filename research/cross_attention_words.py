@@ -2,7 +2,7 @@
 of each block's cross-attention (averaged over heads, frames and patches) that lands on each caption word, in
 either tower's tokens. A word the blocks hardly attend to cannot steer the picture.
 
-    python scripts/cross_attention_words.py --motion moving --t 600
+    python research/cross_attention_words.py --motion moving --t 600
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from gentron.data import shapes
 from gentron.diffusion import NoiseSchedule
 from gentron.loading import load_pipeline
 from gentron.training.encode import FrozenEncoders
-from word_swap_loss import motion_clips  # scripts/ is on the path when a script in it runs
+from word_swap_loss import motion_clips  # research/ is on the path when a script in it runs
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
     args = p.parse_args()
     pipe = load_pipeline(args.model)
     encoders = FrozenEncoders(pipe, torch.device("cpu"), False)
-    pixels, captions = motion_clips(args.motion, args.n)  # the clips scripts/word_swap_loss.py draws
+    pixels, captions = motion_clips(args.motion, args.n)  # the clips research/word_swap_loss.py draws
     # each caption's words, token by token, for both towers (word-level tokenizers: one token a word)
     words: list[list[str]] = []
     for tower in pipe.towers:
