@@ -50,12 +50,13 @@ class GenTronPipeline(DiffusionPipeline):
     def __init__(self, transformer: GenTronTransformer, vae: AutoencoderKL, scheduler: SchedulerMixin,
                  text_encoder: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
                  text_encoder_2: PreTrainedModel | None = None, tokenizer_2: PreTrainedTokenizerBase | None = None,
-                 guidance_interval: list[float] | None = None):
+                 guidance_interval: list[float] | None = None, text_guidance: float | None = None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
         # the model's own default, kept in its folder's model_index.json (as diffusers keeps requires_safety_checker)
-        self.register_to_config(guidance_interval=None if guidance_interval is None else list(guidance_interval))
+        self.register_to_config(guidance_interval=None if guidance_interval is None else list(guidance_interval),
+                                text_guidance=None if text_guidance is None else float(text_guidance))
 
     # ---- properties of the loaded model -------------------------------------------------------
     @property
@@ -108,6 +109,13 @@ class GenTronPipeline(DiffusionPipeline):
         CompBench (docs/evaluation.md)."""
         interval = self.config.get("guidance_interval")
         return (0.0, float(self.scheduler.config.num_train_timesteps)) if interval is None else tuple(interval)
+
+    @property
+    def default_text_guidance(self) -> float:
+        """λT when a request names none: ``text_guidance`` in the folder's model_index.json, else 7.5 (the paper's
+        and PixArt's). A flow model binds best at a lower λT than an epsilon model (docs/evaluation.md)."""
+        value = self.config.get("text_guidance")
+        return 7.5 if value is None else float(value)
 
     # ---- validation: one place, used by the CLI and the app too -------------------------------
     def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
@@ -168,7 +176,7 @@ class GenTronPipeline(DiffusionPipeline):
         height: int | None = None,
         width: int | None = None,
         num_inference_steps: int = 25,
-        text_guidance: float = 7.5,
+        text_guidance: float | None = None,
         motion_guidance: float | list[float] = 1.0,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
@@ -182,7 +190,8 @@ class GenTronPipeline(DiffusionPipeline):
         """Generate one sample, or one per λM when ``motion_guidance`` is a list (same noise, same text).
 
         ``seed`` makes the result reproducible (bit-identical on the CPU); a ``generator`` overrides it.
-        ``sampler`` None samples with the model's own (``default_sampler``).
+        ``sampler`` None samples with the model's own (``default_sampler``); ``text_guidance`` None guides with
+        the model's own λT (``default_text_guidance``).
         ``guidance_interval`` (low, high): guide (λT, λM) only at the steps whose timestep lies in it, inclusive;
         the others take the prompt's plain prediction, one branch, as λT = λM = 1 would (Kynkäänniemi et al. 2024,
         "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models").
@@ -192,6 +201,7 @@ class GenTronPipeline(DiffusionPipeline):
         """
         started = time.perf_counter()
         sampler = sampler or self.default_sampler
+        text_guidance = self.default_text_guidance if text_guidance is None else text_guidance
         height = height or self.default_resolution
         width = width or height
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]

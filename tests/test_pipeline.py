@@ -144,6 +144,23 @@ def test_guidance_interval_default_comes_from_the_model_folder(live_pipeline, tm
     assert not np.array_equal(default.frames, live_pipeline("a blue square", seed=5, **KW).frames)
 
 
+def test_text_guidance_default_comes_from_the_model_folder(live_pipeline, tmp_path):
+    """A flow model's folder names its own λT; a request without one guides with it, one with one overrides it."""
+    live_pipeline.register_to_config(text_guidance=4.5)
+    try:
+        live_pipeline.save_pretrained(tmp_path)
+    finally:
+        live_pipeline.register_to_config(text_guidance=None)
+    loaded = GenTronPipeline.from_pretrained(tmp_path)
+    assert loaded.default_text_guidance == 4.5 and live_pipeline.default_text_guidance == 7.5
+    default = loaded("a blue square", seed=5, **KW)
+    assert default.settings[0]["text_guidance"] == 4.5
+    assert np.array_equal(default.frames, live_pipeline("a blue square", seed=5, text_guidance=4.5, **KW).frames)
+    assert not np.array_equal(default.frames, live_pipeline("a blue square", seed=5, **KW).frames)
+    assert np.array_equal(loaded("a blue square", seed=5, text_guidance=7.5, **KW).frames,
+                          live_pipeline("a blue square", seed=5, **KW).frames)
+
+
 def test_ddim_eta_is_seeded_and_shared_across_motion_strengths(live_pipeline):
     """η = 0 is plain DDIM; η > 0 draws its step noise from the request's generator (a seed reproduces it), one
     noise for every λM of a comparison, as the starting noise is."""
