@@ -30,6 +30,24 @@ def model_label(name: str) -> str:
     return root.name if name.startswith(("/", ".", "~")) or root.is_dir() else name
 
 
+def folder_configs(model: str | None) -> dict[str, dict] | None:
+    """A local pipeline folder's JSON configs (``model_index`` and those of ``scheduler``, ``transformer``,
+    ``vae``, each {} when absent), read without loading any weights, so what a run asks for can be checked
+    first; None for a hub id or ``random:PRESET`` (nothing local to read)."""
+    root = Path(resolve_model(model)).expanduser()
+    if not (root / "model_index.json").is_file():
+        return None
+    configs = {}
+    for key, path in (("model_index", root / "model_index.json"),
+                      ("scheduler", root / "scheduler" / "scheduler_config.json"),
+                      ("transformer", root / "transformer" / "config.json"), ("vae", root / "vae" / "config.json")):
+        try:
+            configs[key] = json.loads(path.read_text()) if path.is_file() else {}
+        except json.JSONDecodeError as e:
+            raise ModelLoadError(f"{path} is not valid JSON: {e}") from None
+    return configs
+
+
 def _check_folder(root: Path) -> None:
     index = root / "model_index.json"
     if not index.is_file():
