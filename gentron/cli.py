@@ -370,7 +370,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gentron", description=__doc__)
+    prog = "gentron" if Path(sys.argv[0]).name == "gentron" else "python -m gentron"  # the console script or -m
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="text to image or video")
     _generate_args(gen)

@@ -9,7 +9,10 @@ import json
 import os
 from pathlib import Path
 
-BUILTIN_MODEL = Path(__file__).resolve().parent.parent / "assets" / "gentron-shapes"
+_CHECKOUT_MODEL = Path(__file__).resolve().parent.parent / "assets" / "gentron-shapes"  # a clone, or pip install -e
+_INSTALLED_MODEL = Path(__file__).resolve().parent / "builtin" / "gentron-shapes"  # pip install . (pyproject.toml)
+BUILTIN_MODEL = next((p for p in (_CHECKOUT_MODEL, _INSTALLED_MODEL) if (p / "model_index.json").is_file()),
+                     _CHECKOUT_MODEL)
 MODEL_ENV = "GENTRON_MODEL"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
