@@ -1,11 +1,13 @@
 """A newcomer's first run says nothing alarming: the CLI's generation and the app's start print no warning or error
 (progress bars allowed), and the optional quantization back ends are imported only for the modes that need them."""
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -52,8 +54,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_app_start_prints_only_its_address(tmp_path):
-    """``python app.py`` with the built-in model, up to gradio's "Running on local URL" line."""
+def test_app_start_prints_only_its_address_and_names_the_model(tmp_path):
+    """``python app.py`` with the built-in model, up to gradio's "Running on local URL" line; the page's header
+    names the model by its folder's name, never by its path on the server."""
     port = _free_port()
     log = tmp_path / "app.log"
     with open(log, "w") as f:
@@ -63,12 +66,15 @@ def test_app_start_prints_only_its_address(tmp_path):
         deadline = time.monotonic() + 240
         while "Running on" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=30) as r:
+            page = json.dumps(json.load(r))
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     text = log.read_text().partition("To create a public link")[0]  # the first screen, not the shutdown
     assert f"Running on local URL:  http://127.0.0.1:{port}" in text, text
     assert alarming(text) == []
+    assert "(model `gentron-shapes`)" in page and str(ROOT) not in page
 
 
 def _modules_after(code: str) -> set[str]:
@@ -85,3 +91,13 @@ def test_back_ends_are_imported_only_for_the_modes_that_need_them():
     load = "from gentron.loading import load_pipeline; load_pipeline(None, 'cpu', {!r})"
     assert _modules_after(load.format("bf16")) == set()
     assert _modules_after(load.format("int8")) == {"torchao"}
+
+
+def test_a_model_is_named_without_its_server_path(tmp_path):
+    from gentron.loading import model_label
+
+    assert model_label(str(tmp_path / "my-model")) == "my-model"
+    assert model_label("./runs/cpu17/shipped/") == "shipped"
+    assert model_label("~/models/gentron") == "gentron"
+    assert model_label("PixArt-alpha/PixArt-XL-2-512x512") == "PixArt-alpha/PixArt-XL-2-512x512"
+    assert model_label("random:tiny") == "random:tiny"
