@@ -7,7 +7,7 @@
 #
 #   SECONDS_EACH=240 DEST=runs/rope_ab bash scripts/rope_ab_gpu.sh
 #
-# Two 240 s arms plus loading, shipping and evaluating: an estimate of 11-12 minutes of a lent GPU, not yet run on one.
+# Two 240 s arms plus loading, shipping and evaluating: an estimate of 11-12 minutes of GPU time, not yet run on one.
 #
 # Each arm is scripts/train_builtin_gpu.sh's stage 1 (configs/builtin_t2i_gpu.yaml), so a run resumes as that does.
 set -uo pipefail
