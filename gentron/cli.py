@@ -27,7 +27,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default=None,
-                   help="sampler: ddim, dpm++ or euler (default: the model's own; ddim for the built-in model)")
+                   help="sampler: one the model's objective takes, read from its folder (epsilon: ddim, dpm++, euler; "
+                   "flow: flow-euler, flow-dpm++); default: the model's own, ddim for the built-in model")
     p.add_argument("--guidance-interval", default=None, metavar="LOW,HIGH",
                    help="guide only at the steps whose timestep (0-1000) lies in LOW..HIGH; the others take the "
                    "prompt's plain prediction, one branch, so they cost less (default: the model's own; every step, "
