@@ -17,6 +17,7 @@ from typing import Callable, Iterator
 
 import gradio as gr
 
+from gentron.loading import model_label
 from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES, MAX_SEED, Studio,
                             Update, motion_label, parse_motion_strengths, preview_image)
 
@@ -35,8 +36,8 @@ def build_demo(studio: Studio) -> gr.Blocks:
 
     with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
         gr.Markdown(f"# {TITLE}\nText to {'image and video' if video_ok else 'image'} with GenTron diffusion "
-                    f"transformers (model `{info.name}`). Results are enlarged (nearest neighbour) for display; "
-                    f"λT weighs the text, λM the motion (motion-free guidance).")
+                    f"transformers (model `{model_label(info.name)}`). Results are enlarged (nearest neighbour) for "
+                    f"display; λT weighs the text, λM the motion (motion-free guidance).")
 
         # ---- layout: generate ---------------------------------------------------------------------
         with gr.Tab("Generate"):

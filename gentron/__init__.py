@@ -16,5 +16,13 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+        module = _EXPORTS[name]
+        if module not in ("config", "loading"):  # these load diffusers: keep the back ends no mode asked for out
+            import torch
+
+            from .quantization import backends_held_back
+
+            with backends_held_back((), "cuda" if torch.cuda.is_available() else "cpu"):
+                return getattr(import_module(f".{module}", __name__), name)
+        return getattr(import_module(f".{module}", __name__), name)
     raise AttributeError(f"module 'gentron' has no attribute {name!r}")

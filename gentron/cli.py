@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from dataclasses import asdict
 from pathlib import Path
+
+from .jobs import PER_JOB, GenerationSettings, run_jobs
 
 
 def _generate_args(p: argparse.ArgumentParser) -> None:
@@ -24,7 +27,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default=None,
-                   help="sampler: ddim, dpm++ or euler (default: the model's own; ddim for the built-in model)")
+                   help="sampler: one the model's objective takes, read from its folder (epsilon: ddim, dpm++, euler; "
+                   "flow: flow-euler, flow-dpm++); default: the model's own, ddim for the built-in model")
     p.add_argument("--guidance-interval", default=None, metavar="LOW,HIGH",
                    help="guide only at the steps whose timestep (0-1000) lies in LOW..HIGH; the others take the "
                    "prompt's plain prediction, one branch, so they cost less (default: the model's own; every step, "
@@ -46,24 +50,160 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
 
 
 def _interval(text: str) -> tuple[float, float]:
-    """"0,900" -> (0.0, 900.0); the pipeline checks the range."""
+    """"0,900" -> (0.0, 900.0); the range is checked with the model's timesteps (``_check_settings``)."""
     try:
         low, high = (float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--guidance-interval takes two timesteps as LOW,HIGH, e.g. 0,900; got {text!r}") from None
+        raise ValueError(f"--guidance-interval takes two timesteps as LOW,HIGH, e.g. 0,900 (got {text!r})") from None
     return low, high
 
 
-def _load(args: argparse.Namespace):
-    """The pipeline the arguments name, loaded once; ``--scheduler`` and ``--guidance-interval`` left out become the
-    model's own, so the settings a run records name the ones it used."""
+def _settings(args: argparse.Namespace) -> GenerationSettings:
+    interval = None if args.guidance_interval is None else _interval(args.guidance_interval)
+    return GenerationSettings(
+        steps=args.steps, negative_prompt=args.negative_prompt, resolution=args.resolution,
+        text_guidance=args.text_guidance, motion_guidance=args.motion_guidance, seed=args.seed,
+        scheduler=args.scheduler, guidance_interval=interval, eta=args.eta, fps=args.fps, quantize=args.quantize,
+        quantize_text=args.quantize_text, model=args.model)
+
+
+def _model_facts(args: argparse.Namespace) -> dict:
+    """What the model's folder says about itself, from its JSON configs (no weights): its samplers, default sampler,
+    size multiple, whether it makes videos, its last timestep; the engine's limits. Only the limits where nothing
+    local can be read (a hub id, random:PRESET): the engine checks the rest once loaded."""
+    from .loading import folder_configs
+    from .quantization import backends_held_back
+
+    with backends_held_back({args.quantize, args.quantize_text or args.quantize}, args.device):
+        from . import pipeline
+        from .diffusion import objective_of, samplers_for
+    facts = {"max_frames": pipeline.MAX_FRAMES, "max_steps": pipeline.MAX_STEPS, "max_seed": pipeline.MAX_SEED,
+             "max_guidance": pipeline.MAX_GUIDANCE, "max_prompt_chars": pipeline.MAX_PROMPT_CHARS}
+    configs = folder_configs(args.model)
+    if configs is None:
+        return facts
+    scheduler, transformer, vae = configs["scheduler"], configs["transformer"], configs["vae"]
+    objective = objective_of(scheduler)
+    offered = samplers_for(objective)
+    facts.update(objective=objective, samplers=sorted(offered), top=scheduler.get("num_train_timesteps", 1000),
+                 default_sampler=next((n for n, (cls, _) in offered.items()
+                                       if cls.__name__ == scheduler.get("_class_name")), None))
+    if vae.get("block_out_channels") and transformer.get("patch_size"):
+        facts["multiple"] = 2 ** (len(vae["block_out_channels"]) - 1) * transformer["patch_size"]
+    if "temporal" in transformer:
+        facts["temporal"] = bool(transformer["temporal"])
+    return facts
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+SAMPLE_FLAGS = {"frames": "--frames", "resolution": "--resolution", "text_guidance": "--text-guidance",
+                "motion_guidance": "--motion-guidance", "seed": "--seed", "negative_prompt": "--negative-prompt",
+                "prompt": "--prompt"}
+
+
+def _check_sample(values: dict, name, facts: dict) -> None:
+    """One sample's values (a flag's or a prompts-file line's), each error naming the value as ``name(field)``."""
+    for field in ("prompt", "negative_prompt"):
+        text = values.get(field)
+        if text is None:
+            continue
+        if not isinstance(text, str):
+            raise ValueError(f"{name(field)} must be text (got {text!r})")
+        if len(text) > facts["max_prompt_chars"]:
+            raise ValueError(f"{name(field)} is {len(text)} characters; at most {facts['max_prompt_chars']} are "
+                             "allowed")
+        if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+            raise ValueError(f"{name(field)} contains control characters; remove them")
+    if "prompt" in values and not values["prompt"].strip():
+        raise ValueError(f"{name('prompt')} is empty: describe what to draw, e.g. 'a red circle'")
+    frames = values.get("frames")
+    if frames is not None:
+        if not _is_int(frames) or not 1 <= frames <= facts["max_frames"]:
+            raise ValueError(f"{name('frames')} must be an integer from 1 to {facts['max_frames']} (got {frames!r})")
+        if frames > 1 and facts.get("temporal") is False:
+            raise ValueError(f"{name('frames')} must be 1: this is a text-to-image model (got {frames})")
+    side = values.get("resolution")
+    if side is not None:
+        m = facts.get("multiple", 1)
+        if not _is_int(side) or not m <= side <= 2048 or side % m:
+            what = f"a multiple of {m} between {m} and 2048" if m > 1 else "an integer from 1 to 2048"
+            raise ValueError(f"{name('resolution')} must be {what} (got {side!r})")
+    for field in ("text_guidance", "motion_guidance"):
+        v = values.get(field)
+        if v is not None and (not _is_number(v) or not 0 <= v <= facts["max_guidance"]):
+            raise ValueError(f"{name(field)} must be a number from 0 to {facts['max_guidance']:g} (got {v!r})")
+    seed = values.get("seed")
+    if seed is not None and (not _is_int(seed) or not 0 <= seed <= facts["max_seed"]):
+        raise ValueError(f"{name('seed')} must be an integer from 0 to {facts['max_seed']} (got {seed!r})")
+
+
+def _check_settings(s: GenerationSettings, args: argparse.Namespace, facts: dict) -> None:
+    """Every flag that applies to all samples, checked before the model loads; each message names its flag."""
+    from .quantization import BACKENDS, MODES, installed
+
+    if not 1 <= s.steps <= facts["max_steps"]:
+        raise ValueError(f"--steps must be an integer from 1 to {facts['max_steps']} (got {s.steps})")
+    samplers = facts.get("samplers")
+    if s.scheduler is not None and samplers and s.scheduler not in samplers:
+        raise ValueError(f"--scheduler must be one of {', '.join(samplers)} for this {facts['objective']} model "
+                         f"(got {s.scheduler!r})")
+    if not math.isfinite(s.eta) or not 0 <= s.eta <= 1:
+        raise ValueError(f"--eta must be a number from 0 (deterministic) to 1 (as much noise as DDPM) (got {s.eta})")
+    sampler = s.scheduler or facts.get("default_sampler")
+    if s.eta and sampler is not None and sampler != "ddim":
+        raise ValueError(f"--eta applies to the ddim sampler only (the sampler is {sampler}): add --scheduler ddim "
+                         "or leave --eta at 0")
+    if s.guidance_interval is not None:
+        low, high = s.guidance_interval
+        top = facts.get("top", 1000)
+        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high <= top):
+            raise ValueError(f"--guidance-interval must be LOW,HIGH with 0 <= LOW <= HIGH <= {top:g}, e.g. 0,{top:g} "
+                             f"to guide at every step (got {args.guidance_interval!r})")
+    if not math.isfinite(s.fps) or not 0.5 <= s.fps <= 60:
+        raise ValueError(f"--fps must be a number from 0.5 to 60 (got {s.fps:g})")
+    for flag, mode in (("--quantize", s.quantize), ("--quantize-text", s.quantize_text)):
+        if mode is None:
+            continue
+        if mode not in MODES:
+            raise ValueError(f"{flag} must be one of {', '.join(MODES)} (got {mode!r})")
+        if mode in BACKENDS and not installed(BACKENDS[mode]):
+            raise ValueError(f"{flag} {mode} needs {BACKENDS[mode]}, which is not installed (pip install "
+                             f"{BACKENDS[mode]})")
+    device = str(args.device)
+    if device != "cpu" and not device.startswith("cuda"):
+        raise ValueError(f"--device must be cpu or cuda (or cuda:N) (got {device!r})")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: no CUDA device is available here; use --device cpu")
+    _check_sample({k: getattr(s, k) for k in ("resolution", "text_guidance", "motion_guidance", "seed",
+                                              "negative_prompt")}, SAMPLE_FLAGS.get, facts)
+
+
+def _load(settings: GenerationSettings, args: argparse.Namespace):
+    """The pipeline the settings name, loaded once."""
     from .loading import load_pipeline
 
-    interval = None if args.guidance_interval is None else _interval(args.guidance_interval)
-    pipe = load_pipeline(args.model, args.device, args.quantize, args.compile, args.quantize_text, args.pack)
-    args.scheduler = args.scheduler or pipe.default_sampler
-    args.guidance_interval = interval or pipe.default_guidance_interval
-    return pipe
+    return load_pipeline(settings.model, args.device, settings.quantize, args.compile, settings.quantize_text,
+                         args.pack)
+
+
+def _checked(args: argparse.Namespace) -> tuple[GenerationSettings, dict]:
+    settings = _settings(args)
+    facts = _model_facts(args)
+    _check_settings(settings, args, facts)
+    return settings, facts
+
+
+OUT_SUFFIXES = (".png", ".mp4", ".gif")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -73,50 +213,61 @@ def cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("--out is required with --prompt, e.g. --out result.mp4")
     if args.prompts_file and not args.out_dir:
         raise ValueError("--out-dir is required with --prompts-file")
-    jobs = _read_jobs(args) if args.prompts_file else [
-        dict(prompt=args.prompt, out=args.out, frames=(1 if args.out.lower().endswith(".png") else 8) if args.frames is None else args.frames)]
-    pipe = _load(args)  # once, for every job
-    for line in run_jobs(pipe, jobs, args):
+    settings, facts = _checked(args)
+    if args.prompts_file:
+        jobs = _read_jobs(args, facts)
+    else:
+        suffix = Path(args.out).suffix.lower()
+        if suffix not in OUT_SUFFIXES:
+            raise ValueError(f"--out must end in .png (an image), .mp4 or .gif (a video) (got {args.out!r})")
+        frames = (1 if suffix == ".png" else 8) if args.frames is None else args.frames
+        _check_sample({"prompt": args.prompt, "frames": frames}, SAMPLE_FLAGS.get, facts)
+        if suffix == ".png" and frames != 1:
+            raise ValueError(f"--frames must be 1 for a .png --out (got {frames}): write .mp4 or .gif for a video")
+        jobs = [dict(prompt=args.prompt, out=args.out, frames=frames)]
+    pipe = _load(settings, args)  # once, for every job
+    for line in run_jobs(pipe, jobs, settings):
         print(json.dumps(line), flush=True)
     return 0
 
 
-def run_jobs(pipe, jobs: list[dict], args: argparse.Namespace):
-    """Generate and save each job (``prompt``, ``out``, ``frames`` and optional overrides) with one
-    loaded pipeline; yields one result dict per job: its settings, path and sampling seconds."""
-    from .export import save_result
-
-    for job in jobs:
-        out = pipe(job["prompt"], negative_prompt=job.get("negative_prompt", args.negative_prompt),
-                   frames=job["frames"], height=job.get("resolution", args.resolution), num_inference_steps=args.steps,
-                   text_guidance=job.get("text_guidance", args.text_guidance),
-                   motion_guidance=job.get("motion_guidance", args.motion_guidance), seed=job.get("seed", args.seed),
-                   sampler=args.scheduler, guidance_interval=args.guidance_interval, eta=args.eta)
-        settings = {**out.settings[0], "quantize": args.quantize, "quantize_text": args.quantize_text or args.quantize,
-                    "fps": args.fps}
-        path = save_result(out.frames[0], job["out"], fps=args.fps, settings=settings)
-        yield {**settings, "id": job.get("id"), "path": str(path), "seconds": round(out.seconds, 4)}
+JOB_FIELDS = {"id", "prompt", "frames", *PER_JOB}
 
 
-def _read_jobs(args: argparse.Namespace) -> list[dict]:
-    jobs = []
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for n, line in enumerate(Path(args.prompts_file).read_text().splitlines(), 1):
+def _read_jobs(args: argparse.Namespace, facts: dict) -> list[dict]:
+    """The --prompts-file's jobs, every line checked (its number and field named) before anything is generated."""
+    path = Path(args.prompts_file)
+    if not path.is_file():
+        raise ValueError(f"--prompts-file {args.prompts_file} does not exist")
+    if args.frames is not None:
+        _check_sample({"frames": args.frames}, SAMPLE_FLAGS.get, facts)
+    jobs, ids = [], {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
+        where = f"--prompts-file {args.prompts_file} line {n}"
         try:
             job = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{args.prompts_file} line {n} is not JSON: {e}") from None
+            raise ValueError(f"{where} is not JSON: {e}") from None
         if not isinstance(job, dict) or "prompt" not in job:
-            raise ValueError(f"{args.prompts_file} line {n} needs a \"prompt\"")
+            raise ValueError(f"{where} needs a \"prompt\", e.g. {{\"id\": \"a\", \"prompt\": \"a red circle\"}}")
+        unknown = sorted(set(job) - JOB_FIELDS)
+        if unknown:
+            raise ValueError(f"{where}: unknown field {unknown[0]!r}; a line may hold {', '.join(sorted(JOB_FIELDS))}")
         job_id = str(job.get("id", n))
         if not job_id.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"{args.prompts_file} line {n}: id {job_id!r} may hold only letters, digits, - and _")
-        frames = int(job.get("frames", 1 if args.frames is None else args.frames))
+            raise ValueError(f"{where}: \"id\" {job_id!r} may hold only letters, digits, - and _")
+        if job_id in ids:
+            raise ValueError(f"{where}: \"id\" {job_id!r} is already used on line {ids[job_id]}")
+        ids[job_id] = n
+        frames = job.get("frames", 1 if args.frames is None else args.frames)
+        _check_sample({**job, "frames": frames}, lambda field: f"{where}: \"{field}\"", facts)
         jobs.append({**job, "id": job_id, "frames": frames,
-                     "out": str(out_dir / f"{job_id}.{'png' if frames == 1 else 'mp4'}")})
+                     "out": str(Path(args.out_dir) / f"{job_id}.{'png' if frames == 1 else 'mp4'}")})
+    if not jobs:
+        raise ValueError(f"--prompts-file {args.prompts_file} holds no prompts (one JSON object a line)")
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     return jobs
 
 
@@ -125,10 +276,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not args.out_dir:
         raise ValueError("--out-dir is required: the folder for the generated files, results.json and table.md")
+    settings, _ = _checked(args)
     if args.suite == "loss":
         from .evaluation.heldout_loss import run_heldout_loss
 
-        pipe = _load(args)
+        pipe = _load(settings, args)
         result = run_heldout_loss(pipe, Path(args.out_dir), args.n_images, args.n_videos, args.seed, args.resolution)
         for kind in ("images", "videos"):
             if kind in result:
@@ -141,9 +293,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         if not args.clip:
             raise ValueError("--suite quality needs --clip: a local CLIPModel folder (or cached hub id) to judge with")
-        pipe = _load(args)
-        result = run_quality(pipe, Path(args.out_dir), args, args.clip, args.n_images, args.seed, args.real_dir,
-                             args.fid_features, args.inception_weights)
+        pipe = _load(settings, args)
+        result = run_quality(pipe, Path(args.out_dir), settings.resolved(pipe), args.clip, args.n_images, args.seed,
+                             args.real_dir, args.fid_features, args.inception_weights)
         print(f"CLIP score {result['clip_score']:.2f}  FID ({args.fid_features}) {result['fid']:.3f}  "
               f"on {args.n_images} images -> {Path(args.out_dir) / 'quality.json'}")
         return 0
@@ -151,13 +303,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .evaluation.sweep import parse_values, run_sweep
 
         values = parse_values(args.values, args.suite)
-        pipe = _load(args)
-        run_sweep(pipe, Path(args.out_dir), args, args.suite, values, args.n_images, args.n_videos, args.seed,
-                  args.split)
+        pipe = _load(settings, args)
+        run_sweep(pipe, Path(args.out_dir), settings.resolved(pipe), args.suite, values, args.n_images,
+                  args.n_videos, args.seed, args.split)
         print((Path(args.out_dir) / "sweep.md").read_text(), end="")
         return 0
-    pipe = _load(args)
-    summary = run_compbench(pipe, Path(args.out_dir), args, args.n_images, args.n_videos, args.seed, args.split)
+    pipe = _load(settings, args)
+    summary = run_compbench(pipe, Path(args.out_dir), settings.resolved(pipe), args.n_images, args.n_videos,
+                            args.seed, args.split)
     print(markdown_table(summary["table"]))
     return 0
 
@@ -218,7 +371,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gentron", description=__doc__)
+    prog = "gentron" if Path(sys.argv[0]).name == "gentron" else "python -m gentron"  # the console script or -m
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="text to image or video")
     _generate_args(gen)

@@ -18,6 +18,11 @@ scripts/quant_loss_by_part.py).
 """
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import logging
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -25,24 +30,68 @@ from torch import nn
 
 MODES = ("none", "bf16", "int8", "int8-dynamic", "bnb8", "bnb4")
 TEXT_PARTS = ("text_encoder", "text_encoder_2")
+BACKENDS = {"int8": "torchao", "int8-dynamic": "torchao", "bnb8": "bitsandbytes", "bnb4": "bitsandbytes"}
+# Who speaks while a back end imports: its own kernel probes (a CUDA .so on a CPU host, a hub kernel it may not
+# fetch), torch's pytree deprecations for its enums, and diffusers' torchao quantizer probing moved classes.
+BACKEND_IMPORT_LOGGERS = ("torchao", "bitsandbytes", "torch.utils._pytree", "diffusers.quantizers")
+
+
+def installed(package: str) -> bool:
+    """Whether ``package`` can be imported, decided without importing it."""
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):  # a parent that fails, or a module held back (sys.modules[name] is None)
+        return False
 
 
 def available_modes(device: str = "cpu") -> list[str]:
-    """The modes that run on ``device`` with the installed packages."""
-    modes = ["none", "bf16"]
-    try:
-        import torchao.quantization  # noqa: F401
+    """The modes that run on ``device`` with the installed packages; imports none of them."""
+    return [m for m in MODES if m not in BACKENDS or installed(BACKENDS[m])]
 
-        modes += ["int8", "int8-dynamic"]
-    except ImportError:
-        pass
-    try:
-        import bitsandbytes  # noqa: F401
 
-        modes += ["bnb8", "bnb4"]
-    except ImportError:
-        pass
-    return modes
+@contextmanager
+def quiet_backend_import():
+    """Import-time notices of the optional back ends kept below ERROR: they concern kernels this run does not use."""
+    loggers = [logging.getLogger(name) for name in BACKEND_IMPORT_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def import_backend(mode: str):
+    """The back end ``mode`` needs, imported quietly (None for none and bf16)."""
+    package = BACKENDS.get(mode)
+    if package is None:
+        return None
+    with quiet_backend_import():
+        return importlib.import_module(package)
+
+
+@contextmanager
+def backends_held_back(modes, device: str = "cpu"):
+    """Load a model with diffusers and transformers seeing only the back ends ``modes`` need.
+
+    Both libraries import every installed quantization back end when their model classes load, which costs
+    seconds and prints kernel-load failures. Held back here: torchao unless an int8 mode is asked for (gentron
+    calls it directly, so it works when imported later), and on the CPU bitsandbytes unless a bnb mode is (on
+    CUDA, bnb goes through diffusers' own config, which must see it). A back end already imported stays."""
+    needed = {BACKENDS[m] for m in modes if m in BACKENDS}
+    held = [pkg for pkg in ("torchao", "bitsandbytes") if pkg not in needed and pkg not in sys.modules
+            and (pkg == "torchao" or not str(device).startswith("cuda"))]
+    for pkg in held:
+        sys.modules[pkg] = None  # find_spec answers None, an import raises ImportError
+    try:
+        with quiet_backend_import():
+            yield
+    finally:
+        for pkg in held:
+            if pkg in sys.modules and sys.modules[pkg] is None:
+                del sys.modules[pkg]
 
 
 def cpu_bf16_flags() -> list[str]:
@@ -73,8 +122,9 @@ def default_mode(device: str = "cpu") -> str:
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"quantize must be one of {list(MODES)}, got {mode!r}")
-    if mode not in available_modes():
-        raise ValueError(f"quantize mode {mode!r} needs a package that is not installed (torchao or bitsandbytes)")
+    if mode in BACKENDS and not installed(BACKENDS[mode]):
+        raise ValueError(f"quantize mode {mode!r} needs {BACKENDS[mode]}, which is not installed "
+                         f"(pip install {BACKENDS[mode]})")
 
 
 def _linears(module: nn.Module, min_features: int = 1):
@@ -89,7 +139,7 @@ def _set(module: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def _bnb_linear(linear: nn.Linear, bits: int, compute_dtype: torch.dtype) -> nn.Module:
-    import bitsandbytes as bnb
+    bnb = import_backend("bnb8")
 
     w = linear.weight.data.float()
     if bits == 8:
@@ -117,6 +167,7 @@ def quantize_module(module: nn.Module, mode: str) -> nn.Module:
     if mode == "bf16":
         return module.to(torch.bfloat16)
     if mode in ("int8", "int8-dynamic"):
+        import_backend(mode)
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
 
         config = Int8WeightOnlyConfig() if mode == "int8" else Int8DynamicActivationInt8WeightConfig()
@@ -204,6 +255,8 @@ def quantize_on_load(module: nn.Module, mode: str) -> nn.Module:
     import tempfile
 
     from diffusers import ModelMixin
+
+    import_backend(mode)
 
     library = "diffusers" if isinstance(module, ModelMixin) else "transformers"
     config = bnb_loading_config(mode, library, skip=list(SKIPPED_PREFIXES) if library == "diffusers" else None)

@@ -7,16 +7,19 @@ either tower's tokens. A word the blocks hardly attend to cannot steer the pictu
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from einops import rearrange
 
-from gentron.data import shapes
-from gentron.diffusion import NoiseSchedule
-from gentron.loading import load_pipeline
-from gentron.training.encode import FrozenEncoders
-from word_swap_loss import motion_clips  # research/ is on the path when a script in it runs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.data import shapes  # noqa: E402
+from gentron.diffusion import NoiseSchedule  # noqa: E402
+from gentron.loading import load_pipeline  # noqa: E402
+from gentron.training.encode import FrozenEncoders  # noqa: E402
+from word_swap_loss import motion_clips  # research/ is on the path when a script in it runs  # noqa: E402
 
 
 def main() -> None:

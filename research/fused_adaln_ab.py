@@ -6,10 +6,14 @@ alternately as the bench does, on the bench's random-weight models (bf16, packed
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
-import gentron.model as model_module
-from gentron.bench.measure import Models, Shape, compare_seconds, guided_step, step_inputs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+import gentron.model as model_module  # noqa: E402
+from gentron.bench.measure import Models, Shape, compare_seconds, guided_step, step_inputs  # noqa: E402
 
 CASES = [("S/2", Shape("image", 64, 1)), ("S/2", Shape("image", 256, 1)), ("S/2", Shape("video", 64, 8)),
          ("B/2", Shape("image", 64, 1)), ("B/2", Shape("image", 256, 1)), ("B/2", Shape("video", 64, 8))]

@@ -6,9 +6,12 @@ intervals that leave the noisiest steps unguided (one branch instead of two or t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from gentron.loading import load_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.loading import load_pipeline  # noqa: E402
 
 
 def main() -> None:

@@ -5,9 +5,13 @@ B/2-shaped linear layers (M tokens × 768 -> 3072) alternately, and prints media
 """
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import torch
 
-from gentron.bench import compare_seconds
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.bench import compare_seconds  # noqa: E402
 
 
 def main() -> None:

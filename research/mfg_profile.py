@@ -6,11 +6,14 @@ forwards of one branch each (bench section 3), op by op under torch.profiler, on
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from gentron.bench.measure import Models, Shape, guided_step, separate_step, step_inputs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.bench.measure import Models, Shape, guided_step, separate_step, step_inputs  # noqa: E402
 
 
 def op_times(fn, runs: int) -> dict[str, float]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from gentron.packing import PackedLinear
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.packing import PackedLinear  # noqa: E402
 
 # (tokens, in, out): S/2 (width 256) and B/2 (width 768) linears at 64-256 px images and 8-frame videos
 SHAPES = [(128, 256, 768), (512, 256, 1024), (2048, 256, 768), (2048, 1024, 256), (512, 768, 3072),

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
-from gentron import quantization
-from gentron.evaluation.heldout_loss import heldout_samples, per_sample_losses, summarise_losses
-from gentron.loading import load_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron import quantization  # noqa: E402
+from gentron.evaluation.heldout_loss import heldout_samples, per_sample_losses, summarise_losses  # noqa: E402
+from gentron.loading import load_pipeline  # noqa: E402
 
 
 def main() -> None:

@@ -8,10 +8,13 @@ accurate solver. (Accuracy is not what CompBench rewards: see docs/evaluation.md
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 
-from gentron.loading import load_pipeline
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.loading import load_pipeline  # noqa: E402
 
 PROMPTS = [("three red circles", 11), ("a big red square below a big blue circle", 12), ("two yellow triangles", 13)]
 

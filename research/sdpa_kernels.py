@@ -9,14 +9,17 @@ gentron/layers.py picks from these numbers.
 """
 import argparse
 import contextlib
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import gentron.layers as layers
-from gentron.bench import Shape, stacked_inputs, step_inputs
-from gentron.model import GenTronTransformer
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+import gentron.layers as layers  # noqa: E402
+from gentron.bench import Shape, stacked_inputs, step_inputs  # noqa: E402
+from gentron.model import GenTronTransformer  # noqa: E402
 
 KERNELS = {"math": lambda backend: sdpa_kernel(SDPBackend.MATH), "default": lambda backend: contextlib.nullcontext()}
 

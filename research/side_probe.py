@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from gentron.data.shapes import COLOURS, SHAPES
-from gentron.loading import load_pipeline
-from gentron.training.encode import FrozenEncoders
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.data.shapes import COLOURS, SHAPES  # noqa: E402
+from gentron.loading import load_pipeline  # noqa: E402
+from gentron.training.encode import FrozenEncoders  # noqa: E402
 
 
 def probe_accuracy(x_train: torch.Tensor, y_train: torch.Tensor, x_test: torch.Tensor, y_test: torch.Tensor) -> float:

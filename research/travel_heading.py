@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gentron.data.shapes import parse_caption
-from gentron.evaluation.checker import _assignments, _track, along_across, detect, relation_holds, velocity
-from gentron.export import read_video
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.data.shapes import parse_caption  # noqa: E402
+from gentron.evaluation.checker import _assignments, _track, along_across, detect, relation_holds, velocity  # noqa: E402
+from gentron.export import read_video  # noqa: E402
 
 STILL = 0.005  # |velocity along| below this (a third of the slowest band's floor) counts as not travelling
 

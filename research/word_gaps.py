@@ -16,12 +16,15 @@ of the same side, the estimate's floor.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
 
-from gentron.loading import load_pipeline
-from gentron.training.encode import FrozenEncoders
-from word_swap_loss import single_object_clips  # research/ is on the path when a script in it runs
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.loading import load_pipeline  # noqa: E402
+from gentron.training.encode import FrozenEncoders  # noqa: E402
+from word_swap_loss import single_object_clips  # research/ is on the path when a script in it runs  # noqa: E402
 
 OBJECTS = ("a red square", "a big blue star", "a small green triangle", "a yellow star", "a cyan square")
 PAIRS = {"left / right": ("moving left", "moving right"), "up / down": ("moving up", "moving down"),

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from gentron.data import shapes
-from gentron.diffusion import NoiseSchedule
-from gentron.loading import load_pipeline
-from gentron.training.encode import FrozenEncoders
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.data import shapes  # noqa: E402
+from gentron.diffusion import NoiseSchedule  # noqa: E402
+from gentron.loading import load_pipeline  # noqa: E402
+from gentron.training.encode import FrozenEncoders  # noqa: E402
 
 SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "above": "below", "below": "above",
         "growing": "shrinking", "shrinking": "growing", "spinning": "standing still"}

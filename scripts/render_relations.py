@@ -9,12 +9,14 @@ folder of PNGs with same-name .txt captions: a data folder for the trainer (cach
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from gentron.data import shapes
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.data import shapes  # noqa: E402
 
 
 def main() -> None:

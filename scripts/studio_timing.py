@@ -8,9 +8,12 @@ Loads the built-in model (or --model) as ``python app.py`` does, at the device's
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-from gentron.studio import Studio
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this clone's gentron, installed or not
+from gentron.studio import Studio  # noqa: E402
 
 
 def main() -> None:

@@ -11,12 +11,12 @@ pipeline), written to disk as PNG / MP4 and read back, then judged by ``checker.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 
+from ..jobs import GenerationSettings
 from ..data.shapes import caption_text, sample_caption
 from .checker import check
 
@@ -67,10 +67,10 @@ def markdown_table(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run_compbench(pipe, out_dir: Path, gen_args: argparse.Namespace, n_images: int = 200, n_videos: int = 100,
+def run_compbench(pipe, out_dir: Path, gen_args: GenerationSettings, n_images: int = 200, n_videos: int = 100,
                   seed: int = 0, split: str = "all") -> dict:
     """Generate the suite with ``pipe``, check every result, write results.json and table.md."""
-    from ..cli import run_jobs
+    from ..jobs import run_jobs
     from ..export import read_video
 
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -18,13 +18,14 @@ With a tiny random CLIP (the tests) the numbers are plumbing only: they check th
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..jobs import GenerationSettings
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -151,11 +152,11 @@ def shapes_references(prompts: list[str], size: int, seed: int) -> list[np.ndarr
     return [render(parse_caption(p), size=size, frames=1, rng=rng)[0] for p in prompts]
 
 
-def run_quality(pipe, out_dir: Path, gen_args: argparse.Namespace, clip: str, n_images: int, seed: int = 0,
+def run_quality(pipe, out_dir: Path, gen_args: GenerationSettings, clip: str, n_images: int, seed: int = 0,
                 real_dir: str | None = None, fid_features: str = "clip",
                 inception_weights: str | None = None) -> dict:
     """Generate CompBench image prompts, then write quality.json with the CLIP score and FID."""
-    from ..cli import run_jobs
+    from ..jobs import run_jobs
     from ..export import read_video
     from .compbench import draw_prompts
 

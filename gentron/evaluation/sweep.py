@@ -10,11 +10,11 @@
 """
 from __future__ import annotations
 
-import argparse
-import copy
+import dataclasses
 import json
 from pathlib import Path
 
+from ..jobs import GenerationSettings
 from .compbench import IMAGE_CATEGORIES, VIDEO_CATEGORIES, run_compbench
 
 SWEEPS = {  # suite -> (the generation argument swept, its default values)
@@ -36,7 +36,7 @@ def parse_values(text: str | None, suite: str) -> list[float]:
     return values
 
 
-def run_sweep(pipe, out_dir: Path, gen_args: argparse.Namespace, suite: str, values: list[float],
+def run_sweep(pipe, out_dir: Path, gen_args: GenerationSettings, suite: str, values: list[float],
               n_images: int, n_videos: int, seed: int = 0, split: str = "all") -> dict:
     """One CompBench run per value (same prompts and seeds), then sweep.json, sweep.md and sweep.png."""
     if suite not in SWEEPS:
@@ -48,8 +48,7 @@ def run_sweep(pipe, out_dir: Path, gen_args: argparse.Namespace, suite: str, val
         n_videos = 0  # λT is judged on images, where binding is checked most directly
     points = []
     for value in values:
-        args = copy.copy(gen_args)
-        setattr(args, param, value)
+        args = dataclasses.replace(gen_args, **{param: value})
         summary = run_compbench(pipe, out_dir / f"{param}_{value:g}", args, n_images, n_videos, seed, split)
         points.append({"value": value, "table": summary["table"],
                        "seconds": sum(r["seconds"] for r in summary["results"])})
