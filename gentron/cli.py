@@ -359,7 +359,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     sections = tuple(args.sections.split(",")) if args.sections else SECTIONS
-    stem = "docs/benchmarks-quick" if args.quick else "docs/benchmarks"  # a smoke run never overwrites the real one
+    # one full report per host kind under docs/bench/ (docs/benchmarks.md summarises them); a smoke run apart
+    stem = f"docs/bench/{host_kind(args.device)}" + ("-quick" if args.quick else "")
     json_path, md_path = Path(args.out or f"{stem}.json"), Path(args.markdown or f"{stem}.md")
     command = "python -m gentron " + " ".join(shlex.quote(a) for a in args.argv)
     log = (lambda s: print(s, file=sys.stderr, flush=True)) if args.verbose else (lambda s: None)
@@ -368,6 +369,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(json.dumps({"json": str(json_path), "markdown": str(md_path), "plots": plots,
                       "threads": result["machine"]["threads"], "seconds": round(result["seconds"], 1)}))
     return 0
+
+
+def host_kind(device: str) -> str:
+    """The report's name: the accelerator, or the CPU by the features that change its speed."""
+    if device == "cuda":
+        return "cuda"
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu"
+    if "amx_bf16" in info:
+        return "xeon-amx"
+    return "epyc" if "AuthenticAMD" in info else "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -411,12 +425,12 @@ def main(argv: list[str] | None = None) -> int:
     conv.add_argument("--out", required=True, help="new folder for the GenTron pipeline")
     conv.add_argument("--resolution", default=None, metavar="HxW",
                       help="only for the 1024px (size-conditioned) models: the image size to condition on")
-    bench = sub.add_parser("bench", help="speed, memory and FLOP/s benchmarks -> docs/benchmarks.json/.md")
+    bench = sub.add_parser("bench", help="speed, memory and FLOP/s benchmarks -> docs/bench/HOST.json/.md")
     bench.add_argument("--quick", action="store_true", help="reduced grid for smoke tests (64 px, 8 frames, "
-                       "2 repeats, tiny and S/2); writes docs/benchmarks-quick.* unless --out/--markdown are given")
-    bench.add_argument("--out", default=None, help="JSON results (default: docs/benchmarks.json)")
+                       "2 repeats, tiny and S/2); writes docs/bench/HOST-quick.* unless --out/--markdown are given")
+    bench.add_argument("--out", default=None, help="JSON results (default: docs/bench/HOST.json, HOST = cuda, xeon-amx, epyc or cpu)")
     bench.add_argument("--markdown", default=None, help="report with one table per section; the plots go "
-                       "next to it (default: docs/benchmarks.md)")
+                       "next to it (default: docs/bench/HOST.md)")
     bench.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     bench.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     bench.add_argument("--model", default=None, help="pipeline for the end-to-end and text-tower rows "

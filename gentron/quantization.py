@@ -14,7 +14,7 @@ weights and the most sensitive to rounding. So do the layers a model class keeps
 (``_keep_in_fp32_modules``: T5's feed-forward output ``wo``), as transformers' own bitsandbytes path
 does: measured on the built-in T5 tower, 4-bit ``wo`` raised the held-out denoising loss at mid noise
 by 29% (0.00661 -> 0.00851); with ``wo`` kept, 4-bit T5 costs nothing (0.00661;
-scripts/quant_loss_by_part.py).
+research/quant_loss_by_part.py).
 """
 from __future__ import annotations
 
@@ -110,12 +110,9 @@ def native_bf16(device: str = "cpu") -> bool:
 
 
 def default_mode(device: str = "cpu") -> str:
-    """The mode the CLI and the app start in. bf16 where the hardware multiplies bf16 natively: on this
-    project's AMX CPU it made the built-in model 1.4x faster per image and 2.2x per 8-frame video end to end
-    (docs/benchmarks-xeon-amx.md, section 6, session 11), on the AMD EPYC host's AVX512-BF16 1.3x and 1.5x
-    (docs/benchmarks.md, section 6, session 20), and on 300 CompBench prompts it scored within 4 points of fp32 on
-    every category, each change within its 95% interval (+3 single, -4 relation, -3 count; docs/evaluation.md).
-    Elsewhere fp32 ("none"): emulated bf16 can be slower than fp32."""
+    """The mode the CLI and the app start in: bf16 where the hardware multiplies bf16 natively (faster end to end on
+    AMX and AVX512-BF16 CPUs, within CompBench's noise of fp32: docs/benchmarks.md, docs/evaluation.md); elsewhere
+    fp32 ("none"), since emulated bf16 can be slower than fp32."""
     return "bf16" if native_bf16(device) else "none"
 
 

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m gentron bench [--quick]`` writes docs/benchmarks.json, .md and plots.
+"""Benchmarks: ``python -m gentron bench [--quick]`` writes docs/bench/HOST.json, .md and plots.
 
 ``measure``: the request shapes, timing, memory and FLOP counts, models and inputs; ``sections``: the seven
 sections below; ``report``: the markdown and plots; this module runs the chosen sections.
