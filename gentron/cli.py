@@ -23,7 +23,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=int, default=None, help="1 for an image (default: 1 for .png, 8 otherwise)")
     p.add_argument("--resolution", type=int, default=None, help="side in pixels (default: the model's)")
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--text-guidance", type=float, default=7.5, help="λT")
+    p.add_argument("--text-guidance", type=float, default=None, help="λT (default: the model's own, 7.5 "
+                   "unless its folder names another)")
     p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default=None,

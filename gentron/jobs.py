@@ -16,7 +16,7 @@ class GenerationSettings:
     steps: int = 25  # sampling steps
     negative_prompt: str = ""  # replaces the empty text in guidance
     resolution: int | None = None  # side in pixels; None: the model's native size
-    text_guidance: float = 7.5  # λT
+    text_guidance: float | None = None  # λT; None: the model's own
     motion_guidance: float = 1.0  # λM, videos only
     seed: int = 0  # a job without its own seed takes this one
     scheduler: str | None = None  # the sampler; None: the one the model's folder ships
@@ -28,9 +28,10 @@ class GenerationSettings:
     model: str | None = None  # what was asked for (folder, hub id, random:PRESET; None: the built-in model)
 
     def resolved(self, pipe) -> "GenerationSettings":
-        """These settings with the model's own sampler and guidance interval where none was named, so what a run
-        records names what it used."""
+        """These settings with the model's own sampler, λT and guidance interval where none was named, so what a
+        run records names what it used."""
         return replace(self, scheduler=self.scheduler or pipe.default_sampler,
+                       text_guidance=pipe.default_text_guidance if self.text_guidance is None else self.text_guidance,
                        guidance_interval=self.guidance_interval or tuple(pipe.default_guidance_interval))
 
 

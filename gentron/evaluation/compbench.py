@@ -84,7 +84,7 @@ def run_compbench(pipe, out_dir: Path, gen_args: GenerationSettings, n_images: i
                         "seconds": line["seconds"], "check": check(job["prompt"], frames)})
     table = summarise(results)
     summary = {"suite": "compbench", "seed": seed, "split": split, "n_images": n_images, "n_videos": n_videos,
-               "settings": {k: getattr(gen_args, k) for k in (
+               "settings": {k: getattr(gen_args.resolved(pipe), k) for k in (
                    "steps", "text_guidance", "motion_guidance", "scheduler", "guidance_interval", "eta", "quantize",
                    "quantize_text", "model")},
                "table": table, "results": results}

@@ -53,7 +53,7 @@ def run_sweep(pipe, out_dir: Path, gen_args: GenerationSettings, suite: str, val
         points.append({"value": value, "table": summary["table"],
                        "seconds": sum(r["seconds"] for r in summary["results"])})
     result = {"suite": suite, "parameter": param, "values": values, "seed": seed, "n_images": n_images,
-              "n_videos": n_videos, "settings": {k: getattr(gen_args, k) for k in
+              "n_videos": n_videos, "settings": {k: getattr(gen_args.resolved(pipe), k) for k in
                                                  ("steps", "text_guidance", "motion_guidance", "scheduler",
                                                   "guidance_interval", "eta", "model")},
               "points": points}
