@@ -69,6 +69,15 @@ def test_provenance_continues_an_earlier_record(tmp_path):
     assert record["total_seconds"] == 43.0
 
 
+def test_ship_writes_the_models_own_text_guidance(tmp_path, tiny_pipeline_dir):
+    from gentron.pipeline import GenTronPipeline
+    from gentron.training.assemble import main
+
+    assert main(["ship", "--from", str(tiny_pipeline_dir), "--out", str(tmp_path / "m"), "--text-guidance", "3.5"]) == 0
+    assert GenTronPipeline.from_pretrained(tmp_path / "m").default_text_guidance == 3.5
+    assert GenTronPipeline.from_pretrained(tiny_pipeline_dir).default_text_guidance == 7.5
+
+
 def test_ship_averages_two_runs_weight_by_weight(tmp_path, tiny_pipeline_dir):
     """``ship --average-with``: each shipped weight is the mean of the two runs' (then stored in bf16); a
     transformer of another architecture is refused with the reason."""

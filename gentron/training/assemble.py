@@ -131,10 +131,12 @@ def average_weights(model: GenTronTransformer, other: Path | str) -> None:
 
 
 def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None,
-         previous: Path | None = None, text_refine: Path | None = None, average_with: Path | None = None) -> int:
+         previous: Path | None = None, text_refine: Path | None = None, average_with: Path | None = None,
+         text_guidance: float | None = None) -> int:
     """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
     ``runs`` or ``previous``, see ``provenance``); returns the folder's size in bytes. ``average_with``: a
-    pipeline folder whose transformer is averaged with ``src``'s first (``average_weights``)."""
+    pipeline folder whose transformer is averaged with ``src``'s first (``average_weights``). ``text_guidance``:
+    the model's own λT, written to its model_index.json (``GenTronPipeline.default_text_guidance``)."""
     record = None
     if runs is not None or previous is not None:  # read before ``out`` is replaced: previous may live there
         record = provenance(runs, stages, previous, text_refine)
@@ -147,6 +149,8 @@ def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | Non
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.transformer.to(torch.bfloat16)
+    if text_guidance is not None:
+        pipe.register_to_config(text_guidance=float(text_guidance))
     pipe.save_pretrained(tmp)
     if record is not None:
         (tmp / "training.json").write_text(json.dumps(record, indent=1))
@@ -175,12 +179,15 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--text-refine", type=Path, default=None, help="the folder of a text_towers --refine run")
     s.add_argument("--average-with", type=Path, default=None,
                    help="a pipeline folder whose transformer is averaged, weight by weight, with --from's")
+    s.add_argument("--text-guidance", type=float, default=None,
+                   help="the model's own λT, used where a request names none (default: the folder's, else 7.5)")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
         print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage, args.previous,
-                                                                    args.text_refine, args.average_with)}))
+                                                                    args.text_refine, args.average_with,
+                                                                    args.text_guidance)}))
     return 0
 
 
