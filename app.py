@@ -387,7 +387,9 @@ def _limit_per_session(demo: gr.Blocks, limit: int) -> None:
                 message = (f"You already have {limit} jobs waiting or running: each person may queue {limit} at "
                            f"a time. Try again when one is done.")
                 log.info("refused /%s (session %s): %d jobs held", fn.api_name, body.session_hash[:8], limit)
-                return False, message, "queue_full"
+                # as a validation error (422): gradio_client shows its message, a full queue's (503) it replaces
+                return False, [{"__type__": "validate", "is_valid": False, "parameter_name": "jobs per session",
+                                "message": message}], "validator_error"
             return await push(body, request, username)
 
     queue.push = push_limited

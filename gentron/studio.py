@@ -469,11 +469,11 @@ class Studio:
             text_precision=text_precision))
         try:
             strengths = parse_motion_strengths(motion_guidances)
+            fields = self.fields()
+            for v in strengths:
+                check_request({"motion_guidance": v}, fields)
         except InputError as e:
             raise InputError(f"{LABELS['motion_guidances']} (motion_guidances): {e}") from None
-        fields = self.fields()
-        for v in strengths:
-            check_request({"motion_guidance": v}, fields)
         call["motion_guidance"] = strengths
         fps = float(call.pop("fps"))
         if call["frames"] == 1:
