@@ -1,9 +1,13 @@
 """GenTron Studio: a web UI for text-to-image and text-to-video with motion-free guidance.
 
-    python app.py [--model FOLDER|HUB_ID|random:tiny] [--host 127.0.0.1] [--port 7860]
+    python app.py [--model FOLDER|HUB_ID|random:tiny] [--host 127.0.0.1] [--port 7860] [--precision MODE] [--local]
 
 The model is --model, else $GENTRON_MODEL, else the built-in assets/gentron-shapes. The server
 listens on 127.0.0.1 unless --host (or $GRADIO_SERVER_NAME) says otherwise; --share is off by default.
+One process serves everyone: the precision is chosen at launch (--precision, $GENTRON_PRECISION) and a
+request cannot change it unless --local says the studio is one person's; each session may queue
+PER_SESSION jobs; only /generate and /compare_motion are callable by name; the outputs and gradio's
+cache files go on exit, SIGTERM and SIGINT included.
 
 This file is wiring only (layout, then events, then the thin handlers); gentron.studio.Studio
 holds the logic. Nothing heavy is imported here: the model loads when the app is built.
@@ -11,30 +15,75 @@ holds the logic. Nothing heavy is imported here: the model loads when the app is
 from __future__ import annotations
 
 import argparse
+import atexit
+import json
+import logging
 import os
 import random
+import re
+import signal
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import gradio as gr
 
 from gentron.loading import model_label
-from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES, MAX_SEED, Studio,
-                            Update, motion_label, parse_motion_strengths, preview_image)
+from gentron.studio import (COMPARE_EXAMPLES, DEFAULT_MOTION_STRENGTHS, EXAMPLES, LABELS, MAX_SEED, InputError,
+                            ModelInfo, Studio, Update, check_request, motion_label, parse_motion_strengths,
+                            preview_image)
 
+log = logging.getLogger("gentron.app")
 MODEL_QUEUE = "gentron-model"  # every event that runs the model shares this one slot
+PUBLIC_ENDPOINTS = ("generate", "compare_motion")  # the documented API; nothing else is callable by name
+PER_SESSION = 2  # model jobs one session may have waiting or running
+QUEUE_SIZE = 64  # jobs waiting in all: 32 sessions at PER_SESSION each
+CACHE_FILES_PER_RUN = 8  # gradio cache files kept per studio result folder (previews, the result, downloads)
 TITLE = "GenTron Studio"
 SAME_PRECISION = "same as the transformer"  # the text encoders' choice that follows the transformer's
 
 
-def build_demo(studio: Studio) -> gr.Blocks:
+def settings_panel(info: ModelInfo, studio: Studio, *, generate: bool, video: bool, prefix: str = ""):
+    """The settings both tabs share, declared once: λT, seed, resolution, frames and fps, steps, sampler; the
+    Generate tab (``generate``) adds λM and the precisions. ``video``: the frame settings start shown. Returns
+    the widgets by their API names, plus the dice button."""
+    w = SimpleNamespace()
+    w.text_guidance = gr.Slider(0, 20, value=7.5, step=0.5, label=LABELS["text_guidance"])
+    if generate:
+        w.motion_guidance = gr.Slider(0, 3, value=1.0, step=0.1, label=LABELS["motion_guidance"], visible=video)
+    with gr.Row(equal_height=True):
+        w.seed = gr.Number(0, label=LABELS["seed"], info="the one used is shown here", precision=0, minimum=0,
+                           maximum=MAX_SEED, scale=3)
+        w.dice = gr.Button("Random seed", scale=1)
+    w.resolution = gr.Dropdown(choices=list(info.resolutions), value=info.default_resolution,
+                               label=LABELS["resolution"], elem_id=f"{prefix}resolution")
+    with gr.Row(visible=video) as w.video_settings:
+        w.frames = gr.Slider(2, 32, value=8, step=1, precision=0, label=LABELS["frames"], elem_id=f"{prefix}frames")
+        w.fps = gr.Slider(1, 24, value=4, step=1, label=LABELS["fps"])
+    w.steps = gr.Slider(1, 200, value=25, step=1, precision=0, label=LABELS["steps"], elem_id=f"{prefix}steps")
+    w.sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label=LABELS["sampler"])
+    if generate:
+        switch = studio.switch_precision
+        fixed = " (fixed at launch: app.py --precision)"
+        w.precision = gr.Dropdown(list(info.precisions) if switch else [studio.precision], value=studio.precision,
+                                  interactive=switch, label=LABELS["precision"] + (
+                                      " (changing it reloads the model)" if switch else fixed))
+        towers = [SAME_PRECISION, *info.precisions] if switch else [studio.text_precision]
+        w.text_precision = gr.Dropdown(
+            towers, value=towers[0], interactive=switch,
+            label=LABELS["text_precision"] + (" (T5-XXL is the part to shrink; with bnb4 above, bnb8 here keeps "
+                                              "counts right)" if switch else fixed.replace("precision", "text-precision")))
+    return w
+
+
+def build_demo(studio: Studio, queue_size: int = QUEUE_SIZE, per_session: int = PER_SESSION) -> gr.Blocks:
     info = studio.info()  # loads the model: the choices below depend on it
     ui = Handlers(studio)
     video_ok = info.temporal
     modes = ["image", "video"] if video_ok else ["image"]
     start_mode = modes[-1]
-    size = dict(choices=list(info.resolutions), value=info.default_resolution, label="Resolution (pixels a side)")
 
-    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title=TITLE, delete_cache=(300, int(studio.max_age_s))) as demo:
         gr.Markdown(f"# {TITLE}\nText to {'image and video' if video_ok else 'image'} with GenTron diffusion "
                     f"transformers (model `{model_label(info.name)}`). Results are enlarged (nearest neighbour) for "
                     f"display; λT weighs the text, λM the motion (motion-free guidance).")
@@ -43,32 +92,15 @@ def build_demo(studio: Studio) -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    mode = gr.Radio(modes, value=start_mode, label="Mode")
-                    prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a green star growing")
-                    negative = gr.Textbox("", label="Negative prompt", placeholder="optional: what to steer away from")
+                    mode = gr.Radio(modes, value=start_mode, label=LABELS["mode"])
+                    prompt = gr.Textbox(label=LABELS["prompt"], lines=2, placeholder="a green star growing")
+                    negative = gr.Textbox("", label=LABELS["negative_prompt"],
+                                          placeholder="optional: what to steer away from")
                     with gr.Row():
                         run = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
                     with gr.Accordion("Settings", open=True):
-                        text_guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Text guidance λT")
-                        motion_guidance = gr.Slider(0, 3, value=1.0, step=0.1, label="Motion guidance λM",
-                                                    visible=start_mode == "video")
-                        with gr.Row(equal_height=True):
-                            seed = gr.Number(0, label="Seed (the one used is shown here)", precision=0, minimum=0,
-                                             maximum=MAX_SEED, scale=3)
-                            dice = gr.Button("Random seed", scale=1)
-                        resolution = gr.Dropdown(**size, elem_id="resolution")
-                        with gr.Row(visible=start_mode == "video") as video_settings:
-                            frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames", elem_id="frames")
-                            fps = gr.Slider(1, 24, value=4, step=1, label="Frames per second")
-                        steps = gr.Slider(1, 200, value=25, step=1, precision=0, label="Steps", elem_id="steps")
-                        sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label="Sampler")
-                        precision = gr.Dropdown(list(info.precisions), value=studio.precision,
-                                                label="Precision / quantization (changing it reloads the model)")
-                        text_precision = gr.Dropdown(
-                            [SAME_PRECISION, *info.precisions], value=SAME_PRECISION,
-                            label="Text encoders' precision (T5-XXL is the part to shrink; with bnb4 above, bnb8 "
-                            "here keeps counts right)")
+                        g = settings_panel(info, studio, generate=True, video=start_mode == "video")
                     gr.Examples([[m if video_ok else "image", p] for m, p in EXAMPLES], inputs=[mode, prompt],
                                 label="Shapes World prompts", cache_examples=False)
                 with gr.Column(scale=3):
@@ -88,23 +120,14 @@ def build_demo(studio: Studio) -> gr.Blocks:
             gr.Markdown("One prompt, one seed, the same noise: only λM changes, all in one batch.")
             with gr.Row():
                 with gr.Column(scale=2):
-                    c_prompt = gr.Textbox(label="Prompt", lines=2, placeholder="a green star growing")
-                    c_negative = gr.Textbox("", label="Negative prompt", placeholder="optional")
-                    c_strengths = gr.Textbox(DEFAULT_MOTION_STRENGTHS, label="Motion strengths λM (comma-separated)")
+                    c_prompt = gr.Textbox(label=LABELS["prompt"], lines=2, placeholder="a green star growing")
+                    c_negative = gr.Textbox("", label=LABELS["negative_prompt"], placeholder="optional")
+                    c_strengths = gr.Textbox(DEFAULT_MOTION_STRENGTHS, label=LABELS["motion_guidances"])
                     with gr.Row():
                         c_run = gr.Button("Compare", variant="primary")
                         c_stop = gr.Button("Stop", variant="stop")
                     with gr.Accordion("Settings", open=False):
-                        c_text_guidance = gr.Slider(0, 20, value=7.5, step=0.5, label="Text guidance λT")
-                        with gr.Row(equal_height=True):
-                            c_seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED, scale=3)
-                            c_dice = gr.Button("Random seed", scale=1)
-                        c_resolution = gr.Dropdown(**size)
-                        with gr.Row():
-                            c_frames = gr.Slider(2, 32, value=8, step=1, precision=0, label="Frames")
-                            c_fps = gr.Slider(1, 24, value=4, step=1, label="Frames per second")
-                        c_steps = gr.Slider(1, 200, value=25, step=1, precision=0, label="Steps")
-                        c_sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label="Sampler")
+                        c = settings_panel(info, studio, generate=False, video=True, prefix="compare-")
                     gr.Examples([[p] for p in COMPARE_EXAMPLES], inputs=[c_prompt], label="Shapes World prompts",
                                 cache_examples=False)
                 with gr.Column(scale=3):
@@ -130,29 +153,34 @@ def build_demo(studio: Studio) -> gr.Blocks:
             api_trigger = gr.Button(visible=False)
 
         # ---- wiring ---------------------------------------------------------------------------------
+        # Model events take their inputs raw (preprocess=False): gradio would round 2.5 frames to 2 or turn a
+        # dict into its text; studio.check_request refuses them instead. The other events are private.
         gpu = _zero_gpu()
-        model = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1)
-        light = dict(queue=False, api_visibility="private")
+        model = dict(concurrency_id=MODEL_QUEUE, concurrency_limit=1, preprocess=False)
+        light = dict(queue=False, api_name=False, api_visibility="private")
         gr.on([run.click, prompt.submit], gpu(ui.generate),
-              [mode, prompt, negative, frames, fps, resolution, steps, text_guidance, motion_guidance, seed, sampler,
-               precision, text_precision],
-              [status, preview, result_image, result_video, files, settings, seed],
-              api_name="ui_generate", api_visibility="private", show_progress_on=[result_video, result_image], **model)
+              [mode, prompt, negative, g.frames, g.fps, g.resolution, g.steps, g.text_guidance, g.motion_guidance,
+               g.seed, g.sampler, g.precision, g.text_precision],
+              [status, preview, result_image, result_video, files, settings, g.seed],
+              api_name=False, api_visibility="private", show_progress_on=[result_video, result_image], **model)
         stop.click(ui.stop, None, status, **light)
-        dice.click(random_seed, None, seed, **light)
-        mode.change(ui.mode_changed, mode, [motion_guidance, video_settings, result_video, result_image], **light)
+        g.dice.click(random_seed, None, g.seed, **light)
+        mode.change(ui.mode_changed, mode, [g.motion_guidance, g.video_settings, result_video, result_image], **light)
 
         gr.on([c_run.click, c_prompt.submit], gpu(ui.compare),
-              [c_prompt, c_negative, c_strengths, c_seed, c_frames, c_fps, c_resolution, c_steps, c_text_guidance,
-               c_sampler],
-              [c_status, c_preview, c_video, c_gallery, c_files, c_settings, c_seed],
+              [c_prompt, c_negative, c_strengths, c.seed, c.frames, c.fps, c.resolution, c.steps, c.text_guidance,
+               c.sampler],
+              [c_status, c_preview, c_video, c_gallery, c_files, c_settings, c.seed],
               api_name="compare_motion", show_progress_on=[c_video], **model)
         c_stop.click(ui.stop, None, c_status, **light)
-        c_dice.click(random_seed, None, c_seed, **light)
+        c.dice.click(random_seed, None, c.seed, **light)
 
         api_trigger.click(gpu(ui.api_generate), api_args, [api_preview, api_file], api_name="generate", **model)
 
-    demo.queue(default_concurrency_limit=1, max_size=16)
+    demo.queue(default_concurrency_limit=1, max_size=queue_size)
+    ui.demo = demo
+    _exact_input_counts(demo)
+    _limit_per_session(demo, per_session)
     return demo
 
 
@@ -161,25 +189,34 @@ def random_seed() -> int:
 
 
 class Handlers:
-    """The event handlers: Studio updates in, component values out; the engine's ValueError -> gr.Error."""
+    """The event handlers: Studio updates in, component values out; a refused request -> one log line and a
+    gr.Error with the message (no traceback: that is kept for real faults)."""
 
     def __init__(self, studio: Studio):
         self.studio = studio
+        self.demo: gr.Blocks | None = None  # set by build_demo: its cache is trimmed as runs arrive
 
     def generate(self, mode: str, prompt: str, negative_prompt: str, frames: int, fps: float, resolution: int,
                  steps: int, text_guidance: float, motion_guidance: float, seed: int | None, sampler: str,
                  precision: str, text_precision: str = SAME_PRECISION, request: gr.Request = None,
                  progress=gr.Progress()):
+        key = _key(request)
+        try:
+            check_request({"mode": mode}, self.studio.fields())
+        except InputError as e:
+            raise _refused("the Generate tab", key, e) from None
         video = mode == "video"
         seed = random_seed() if seed is None else seed
         text_precision = None if text_precision == SAME_PRECISION else text_precision
-        if (precision, text_precision or precision) != (self.studio.precision, self.studio.text_precision):
+        switching = isinstance(precision, str) and self.studio.switch_precision and (
+            precision, text_precision or precision) != (self.studio.precision, self.studio.text_precision)
+        if switching and precision in self.studio.precisions():
             towers = f" (text encoders {text_precision})" if text_precision not in (None, precision) else ""
             yield f"Loading the model at precision {precision}{towers}…", *[gr.skip()] * 6
-        updates = _engine(self.studio.generate, prompt=prompt, negative_prompt=negative_prompt,
-                          frames=frames if video else 1, resolution=resolution, steps=steps,
-                          text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed, sampler=sampler,
-                          fps=fps, precision=precision, text_precision=text_precision, key=_key(request))
+        updates = self._engine("the Generate tab", key, self.studio.generate, prompt=prompt,
+                               negative_prompt=negative_prompt, frames=frames if video else 1, resolution=resolution,
+                               steps=steps, text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed,
+                               sampler=sampler, fps=fps, precision=precision, text_precision=text_precision)
         last = None
         for last in updates:
             progress((last.step, last.total), desc="sampling", unit="steps")
@@ -199,16 +236,16 @@ class Handlers:
     def compare(self, prompt: str, negative_prompt: str, motion_guidances: str, seed: int | None, frames: int,
                 fps: float, resolution: int, steps: int, text_guidance: float, sampler: str,
                 request: gr.Request = None, progress=gr.Progress()):
+        key = _key(request)
         seed = random_seed() if seed is None else seed
-        try:
-            labels = [motion_label(v) for v in parse_motion_strengths(motion_guidances)]
-        except ValueError as e:
-            raise gr.Error(str(e)) from None
-        updates = _engine(self.studio.compare, prompt=prompt, motion_guidances=motion_guidances,
-                          negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
-                          text_guidance=text_guidance, seed=seed, sampler=sampler, fps=fps, key=_key(request))
+        updates = self._engine("/compare_motion", key, self.studio.compare, prompt=prompt,
+                               motion_guidances=motion_guidances, negative_prompt=negative_prompt, frames=frames,
+                               resolution=resolution, steps=steps, text_guidance=text_guidance, seed=seed,
+                               sampler=sampler, fps=fps)
+        labels = None
         last = None
         for last in updates:
+            labels = labels or [motion_label(v) for v in parse_motion_strengths(motion_guidances)]
             progress((last.step, last.total), desc="sampling", unit="steps")
             if last.result is None:
                 yield (f"Step {last.step} of {last.total} · seed {seed}",
@@ -225,17 +262,17 @@ class Handlers:
                      steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int = 0,
                      request: gr.Request = None, progress=gr.Progress()):
         """Text to an image (frames=1: a PNG) or a video (an MP4). Streams (preview, None) every few
-        steps, then ends with the file (the preview output left as it was)."""
-        for update in _engine(self.studio.generate, prompt=prompt, negative_prompt=negative_prompt, frames=frames,
-                              resolution=resolution, steps=steps, text_guidance=text_guidance,
-                              motion_guidance=motion_guidance, seed=seed, key=_key(request)):
+        steps, then ends with (None, the file)."""
+        for update in self._engine("/generate", _key(request), self.studio.generate, prompt=prompt,
+                                   negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
+                                   text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed):
             progress((update.step, update.total), desc="sampling", unit="steps")
             if update.preview is not None:
                 yield preview_image(update.preview), None
             elif update.result is not None:
-                # the preview is unchanged: skip it, since re-sending the same image makes gradio rewrite
-                # its cached file while a client may still be downloading it
-                yield gr.skip(), str(update.result.path)
+                # None, not the last preview again: re-sending the same image makes gradio rewrite its cached
+                # file while a client may still be downloading it
+                yield None, str(update.result.path)
         # a stopped or cancelled run simply ends the stream without a file
 
     def stop(self, request: gr.Request = None):
@@ -247,29 +284,41 @@ class Handlers:
         return (gr.update(visible=video), gr.update(visible=video), gr.update(visible=video),
                 gr.update(visible=not video))
 
+    def _engine(self, what: str, key: str, start: Callable[..., Iterator[Update]], **kwargs) -> Iterator[Update]:
+        """A Studio stream; a refused request becomes one log line and a gr.Error, and a stopped run just ends.
+
+        A preview equal to the last one sent is dropped: it says nothing new, and gradio would rewrite the same
+        cached file while a client may still be downloading it (a truncated download fails the client's stream)."""
+        import numpy as np
+
+        from gentron.pipeline import Interrupted
+
+        if self.demo is not None:
+            trim_cache(self.demo, self.studio.max_runs * CACHE_FILES_PER_RUN)
+        sent = None
+        try:
+            for update in start(**kwargs):
+                if update.preview is not None:
+                    if sent is not None and np.array_equal(update.preview, sent):
+                        update = update._replace(preview=None)
+                    else:
+                        sent = update.preview
+                yield update
+        except ValueError as e:
+            raise _refused(what, key, e) from None
+        except Interrupted:
+            return
+
+
+def _refused(what: str, key: str, error: Exception) -> gr.Error:
+    """One line in the log (where, whose, why) and the error the client sees."""
+    log.info("refused %s (session %s): %s", what, key[:8], error)
+    return gr.Error(str(error), print_exception=False)
+
 
 def _engine(start: Callable[..., Iterator[Update]], **kwargs) -> Iterator[Update]:
-    """A Studio stream; the engine's ValueError becomes a gr.Error, and a stopped run just ends.
-
-    A preview equal to the last one sent is dropped: it says nothing new, and gradio would rewrite the same
-    cached file while a client may still be downloading it (a truncated download fails the client's stream)."""
-    import numpy as np
-
-    from gentron.pipeline import Interrupted
-
-    sent = None
-    try:
-        for update in start(**kwargs):
-            if update.preview is not None:
-                if sent is not None and np.array_equal(update.preview, sent):
-                    update = update._replace(preview=None)
-                else:
-                    sent = update.preview
-            yield update
-    except ValueError as e:
-        raise gr.Error(str(e)) from None
-    except Interrupted:
-        return
+    """A bare Studio stream through the handlers' filter (no demo, no session)."""
+    return Handlers(None)._engine("a stream", "default", start, **kwargs)
 
 
 def _key(request: gr.Request | None) -> str:
@@ -302,6 +351,118 @@ def _zero_gpu() -> Callable:
     return lambda fn: fn
 
 
+# ---- sharing one server: exact inputs, fair queueing, named endpoints, a bounded cache ------------
+def _exact_input_counts(demo: gr.Blocks) -> None:
+    """A request with too few or too many values is refused with a message (gradio raises a bare ValueError, a
+    generic error to the client and a traceback in the log, for too few, and ignores extras)."""
+    def validate_inputs(block_fn, inputs):
+        if len(inputs) != len(block_fn.inputs):
+            names = ", ".join(getattr(b, "label", None) or type(b).__name__ for b in block_fn.inputs)
+            raise _refused(f"/{block_fn.api_name}", "-", ValueError(
+                f"this endpoint takes {len(block_fn.inputs)} values ({names}); got {len(inputs)}"))
+
+    demo.validate_inputs = validate_inputs
+
+
+def _limit_per_session(demo: gr.Blocks, limit: int) -> None:
+    """At most ``limit`` model jobs waiting or running per session, so one client cannot fill the queue: the
+    one beyond is refused at once (gradio's own check is only the queue's total size)."""
+    import asyncio
+
+    from gradio import route_utils
+
+    queue, push, lock = demo._queue, demo._queue.push, asyncio.Lock()
+
+    def held(session: str) -> int:
+        waiting = queue.event_queue_per_concurrency_id.get(MODEL_QUEUE)
+        events = [*(waiting.queue if waiting else []), *(e for job in queue.active_jobs if job for e in job)]
+        return sum(e.session_hash == session and e.concurrency_id == MODEL_QUEUE for e in events)
+
+    async def push_limited(body, request, username):
+        async with lock:  # the count and the push as one step: two quick submits cannot both slip in
+            try:
+                fn = route_utils.get_fn(demo, None, body)
+            except Exception:  # noqa: BLE001: gradio's own push reports a bad fn_index
+                return await push(body, request, username)
+            if fn.concurrency_id == MODEL_QUEUE and body.session_hash and held(body.session_hash) >= limit:
+                message = (f"You already have {limit} jobs waiting or running: each person may queue {limit} at "
+                           f"a time. Try again when one is done.")
+                log.info("refused /%s (session %s): %d jobs held", fn.api_name, body.session_hash[:8], limit)
+                # as a validation error (422): gradio_client shows its message, a full queue's (503) it replaces
+                return False, [{"__type__": "validate", "is_valid": False, "parameter_name": "jobs per session",
+                                "message": message}], "validator_error"
+            return await push(body, request, username)
+
+    queue.push = push_limited
+
+
+class DocumentedOnly:
+    """ASGI middleware: gradio answers /gradio_api/call/<name> (and /run, /api) for any event, documented or
+    not (a private event keeps a name); only ``names`` are let through. The page's own events go by index
+    through /gradio_api/queue/join, as the browser sends them."""
+
+    ROUTE = re.compile(r"^(?:.*)/gradio_api/(?:call/v2|call|run|api)/([^/]+)")
+
+    def __init__(self, app, names: tuple[str, ...]):
+        self.app, self.names = app, set(names)
+
+    async def __call__(self, scope, receive, send):
+        match = self.ROUTE.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match and match.group(1) not in self.names:
+            log.info("refused %s: not a documented endpoint", scope["path"])
+            body = json.dumps({"detail": f"no endpoint named {match.group(1)!r}; this app's endpoints are "
+                                         f"{', '.join('/' + n for n in sorted(self.names))}"}).encode()
+            await send({"type": "http.response.start", "status": 404,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+def cache_files(demo: gr.Blocks) -> list[Path]:
+    """The files gradio put in its cache for this app (served results, previews), oldest first."""
+    files = []
+    for temp_set in demo.temp_file_sets:
+        for name in list(temp_set):
+            try:
+                files.append((Path(name).lstat().st_mtime, Path(name)))
+            except FileNotFoundError:
+                temp_set.discard(name)
+    return [p for _, p in sorted(files)]
+
+
+def trim_cache(demo: gr.Blocks, keep: int) -> int:
+    """Remove all but the newest ``keep`` of this app's cache files (and their folders once empty)."""
+    files = cache_files(demo)
+    old = files[:max(0, len(files) - keep)]
+    for path in old:
+        path.unlink(missing_ok=True)
+        for temp_set in demo.temp_file_sets:
+            temp_set.discard(str(path))
+        try:
+            path.parent.rmdir()  # gradio keeps each file in a folder named by its hash
+        except OSError:
+            pass
+    return len(old)
+
+
+def remove_on_exit(demo: gr.Blocks, studio: Studio) -> None:
+    """The studio's outputs and this app's cache files go at exit, on SIGTERM and SIGINT as on a normal one
+    (by default SIGTERM ends Python without running its exit handlers)."""
+    def clean() -> None:
+        trim_cache(demo, 0)
+        studio.close()
+
+    def on_signal(signum, frame):
+        log.info("signal %d: removing the outputs and the cache, then exiting", signum)
+        clean()
+        raise SystemExit(128 + signum)
+
+    atexit.register(clean)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+
 # ---- hosting ------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -312,6 +473,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=None,
                    help="port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--precision", default=os.environ.get("GENTRON_PRECISION") or None,
+                   help="the transformer's precision / quantization for every request (default: $GENTRON_PRECISION, "
+                   "else the device's default)")
+    p.add_argument("--text-precision", default=os.environ.get("GENTRON_TEXT_PRECISION") or None,
+                   help="the text encoders' (default: $GENTRON_TEXT_PRECISION, else as --precision)")
+    p.add_argument("--local", action="store_true",
+                   help="one person's studio: the page may switch precision (a reload, which changes every user's "
+                   "results: never on a shared server)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the transformer: later requests run faster, each new resolution, frame count "
@@ -319,24 +488,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, share: bool = False, **launch_kwargs):
-    """Build the app over ``studio`` and start serving; returns the Blocks (launch's own return is dropped)."""
+def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+          clean_on_signals: bool = False, **launch_kwargs):
+    """Build the app over ``studio`` and start serving; returns the Blocks (launch's own return is dropped).
+    ``clean_on_signals``: remove the outputs and the cache on SIGTERM / SIGINT (the main thread of a server
+    process only)."""
+    from starlette.middleware import Middleware
+
     demo = build_demo(studio)
+    if clean_on_signals:
+        remove_on_exit(demo, studio)
+    app_kwargs = {"middleware": [Middleware(DocumentedOnly, names=PUBLIC_ENDPOINTS)]}
     demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(studio.outputs_dir)],
-                **launch_kwargs)
+                max_file_size=0, app_kwargs=app_kwargs, **launch_kwargs)  # the app takes no uploads
     return demo
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     from gentron.compilation import compile_requested
 
-    studio = Studio(args.model, device=args.device, compile=compile_requested(args.compile))
+    studio = Studio(args.model, device=args.device, compile=compile_requested(args.compile),
+                    precision=args.precision, text_precision=args.text_precision, switch_precision=args.local)
     try:
-        studio.info()  # load now: a bad --model fails here with a clear message
+        studio.info()  # load now: a bad --model or --precision fails here with a clear message
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    serve(studio, host=args.host, port=args.port, share=args.share)
+    serve(studio, host=args.host, port=args.port, share=args.share, clean_on_signals=True)
 
 
 if __name__ == "__main__":

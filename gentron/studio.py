@@ -7,6 +7,11 @@ halts a run within one step. Results go into a temp folder of its own, one sub-f
 (PNG for images, MP4 for videos, upscaled for display, the settings JSON beside them); old runs
 are removed as new ones arrive (bounded count and age).
 
+Every request is checked at the edge by ``check_request`` (types and ranges, each field named by its
+control's label and its API name) before anything runs; a refused one raises ``InputError``. The
+precision is the launch's: a request may name it but not change it, unless the studio was started
+for one person (``switch_precision=True``), since a reload changes every user's results and costs.
+
 No gradio here, and nothing heavy at import: torch and the engine load on first use, so
 ``import app`` stays fast.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import logging
 import math
 import queue
 import shutil
@@ -28,7 +34,6 @@ from typing import Any, Callable, Iterator, NamedTuple
 import numpy as np
 
 MAX_SEED = 2**32 - 1  # gentron.pipeline.MAX_SEED, repeated so this module imports without torch
-BASE_PRECISIONS = ("none", "bf16")  # offered when gentron.quantization is not there
 DEFAULT_MOTION_STRENGTHS = "0, 0.5, 1.0, 1.5, 2.0"
 MAX_COMPARE = 8  # λM values in one comparison (they run as one batch)
 DISPLAY_SIZE = 256  # results are upscaled (nearest) to about this many pixels a side
@@ -84,28 +89,114 @@ class ModelInfo:
     samplers: tuple[str, ...]  # those its objective takes (epsilon or flow)
 
 
+log = logging.getLogger("gentron.studio")
+
+# The controls' labels, keyed by the API parameter they feed: app.py labels its widgets with these, and a
+# refused value is reported under both names, so a person and a script both see what to fix.
+LABELS = {
+    "mode": "Mode",
+    "prompt": "Prompt",
+    "negative_prompt": "Negative prompt",
+    "frames": "Frames",
+    "fps": "Frames per second",
+    "resolution": "Resolution (pixels a side)",
+    "steps": "Steps",
+    "text_guidance": "Text guidance λT",
+    "motion_guidance": "Motion guidance λM",
+    "motion_guidances": "Motion strengths λM (comma-separated)",
+    "seed": "Seed",
+    "sampler": "Sampler",
+    "precision": "Precision / quantization",
+    "text_precision": "Text encoders' precision",
+}
+
+
+class InputError(ValueError):
+    """A request refused at the edge, before any work: the message names the field and what was sent."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """What one request value may be. kind: "int", "number", "text" or "choice"."""
+    kind: str
+    low: float | None = None  # inclusive range for "int" and "number"
+    high: float | None = None
+    multiple: int = 1  # "int": the value must be a multiple of this (resolution)
+    choices: tuple = ()  # "choice"
+    optional: bool = False  # None is allowed (seed: a random one; resolution: the model's default)
+    why: str = ""  # said after a refused choice (e.g. how precision is chosen on this server)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_request(values: dict[str, Any], fields: dict[str, Field]) -> dict[str, Any]:
+    """The one gate every request passes: each value of ``values`` checked against its ``Field`` for type and
+    range (booleans are not numbers, 2.5 is not an integer, NaN is not in any range, strings are not numbers);
+    unknown names are refused too. Returns the values with integer-valued floats made ints (web forms send
+    25.0). Raises InputError naming the control's label and the parameter."""
+    out = {}
+    for name, value in values.items():
+        field = fields.get(name)
+        label = f"{LABELS.get(name, name)} ({name})"
+        if field is None:
+            raise InputError(f"{name} is not a setting of this request")
+        if value is None:
+            if field.optional:
+                out[name] = None
+                continue
+            raise InputError(f"{label} is missing (got None)")
+        if field.kind in ("int", "number"):
+            real = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if real and field.kind == "int" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            what = "an integer" if field.kind == "int" else "a number"
+            ok = real and math.isfinite(value) and (field.kind == "number" or isinstance(value, int))
+            span = f"{what} from {_num(field.low)} to {_num(field.high)}"
+            if field.multiple > 1:
+                span += f", a multiple of {field.multiple}"
+            if not ok or not field.low <= value <= field.high or (field.kind == "int" and value % field.multiple):
+                raise InputError(f"{label} must be {span}; got {_shown(value)}")
+        elif field.kind == "text":
+            if not isinstance(value, str):
+                raise InputError(f"{label} must be text; got {_shown(value)} ({type(value).__name__})")
+        elif field.kind == "choice":
+            if not isinstance(value, str) or value not in field.choices:
+                raise InputError(f"{label} must be one of {', '.join(map(str, field.choices))}; got "
+                                 f"{_shown(value)}{field.why}")
+        out[name] = value
+    return out
+
+
 def precision_modes(device: str = "cpu") -> list[str]:
-    """"none" and "bf16", or what gentron.quantization offers on ``device`` when that module is there."""
-    try:
-        from .quantization import available_modes
-    except ImportError:
-        return list(BASE_PRECISIONS)
+    """What gentron.quantization offers on ``device``, "none" (fp32) first."""
+    from .quantization import available_modes
+
     return list(dict.fromkeys(["none", *available_modes(device)]))
 
 
 def parse_motion_strengths(text: str | list[float]) -> list[float]:
     """"0, 0.5, 1" -> [0.0, 0.5, 1.0]; the engine checks the range."""
+    example = f"numbers separated by commas, e.g. {DEFAULT_MOTION_STRENGTHS!r}"
     if isinstance(text, str):
         items = [s for s in text.replace(";", ",").replace(" ", ",").split(",") if s]
         try:
             values = [float(s) for s in items]
         except ValueError:
-            raise ValueError(f"motion strengths must be numbers separated by commas, e.g. "
-                             f"{DEFAULT_MOTION_STRENGTHS!r}; got {text!r}") from None
-    else:
+            raise InputError(f"motion strengths must be {example}; got {_shown(text)}") from None
+    elif isinstance(text, (list, tuple)) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in text):
         values = [float(v) for v in text]
+    else:
+        raise InputError(f"motion strengths must be {example}, or a list of numbers; got {_shown(text)}")
     if not 1 <= len(values) <= MAX_COMPARE:
-        raise ValueError(f"give 1 to {MAX_COMPARE} motion strengths to compare, got {len(values)}")
+        raise InputError(f"give 1 to {MAX_COMPARE} motion strengths to compare, got {len(values)}")
     return values
 
 
@@ -181,13 +272,6 @@ def _label_font(label: str):
         return ImageFont.load_default(size=15), label.replace("λM", "lambda_M")
 
 
-def _as_int(value: Any) -> Any:
-    """25.0 -> 25 (web forms send floats); anything else is left for the engine to judge."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 def _preview_every(steps: Any) -> int:
     """A preview every few steps: about five per run, at least every fifth step."""
     return max(1, min(5, steps // 5)) if isinstance(steps, int) else 5
@@ -197,21 +281,29 @@ class Studio:
     """The app's engine: a lazily loaded pipeline and streamed, stoppable generations.
 
     model: a folder, a hub id, ``random:PRESET`` or None ($GENTRON_MODEL, else the built-in one).
+    precision, text_precision: the transformer's and the text towers' modes, fixed at launch (None: the device's
+    default; the towers follow the transformer). switch_precision: let a request reload at another mode (one
+    person's studio only: a reload changes every other user's results and costs a load).
     """
 
     def __init__(self, model: str | None = None, device: str | None = None, outputs_dir: str | Path | None = None,
-                 max_runs: int = 32, max_age_s: float = 3600.0, compile: bool = False):
+                 max_runs: int = 32, max_age_s: float = 3600.0, compile: bool = False, precision: str | None = None,
+                 text_precision: str | None = None, switch_precision: bool = False):
         self.model = model
         self.compile = compile  # torch.compile the transformer (gentron.compilation): 30-50 s per new shape on 2 cores
         self.device = device
+        self._owns_outputs = outputs_dir is None  # a folder of its own goes at exit (close)
         if outputs_dir is None:
             outputs_dir = tempfile.mkdtemp(prefix="gentron-studio-")
-            atexit.register(shutil.rmtree, outputs_dir, ignore_errors=True)
+            atexit.register(self.close)
         self.outputs_dir = Path(outputs_dir)
         self.outputs_dir.mkdir(parents=True, exist_ok=True)
         self.max_runs, self.max_age_s = max_runs, max_age_s
         self._pipe = None
         self._pipe_modes: tuple[str, str] | None = None  # (transformer, text towers) of the loaded pipeline
+        self._launch_modes = (precision, text_precision)
+        self.switch_precision = switch_precision
+        self.loads = 0  # pipelines loaded so far: a request that reloads shows here
         self._precisions: list[str] | None = None
         self.model_name = str(model)  # what was loaded, once it is
         self._load_lock = threading.Lock()
@@ -244,47 +336,30 @@ class Studio:
         return precision, text_precision or precision
 
     def _load(self, precision: str, text_precision: str):
-        import torch
-
         from .loading import load_pipeline, resolve_model
 
         self.model_name = resolve_model(self.model)
-        if self._has_quantization():
-            return load_pipeline(self.model, self.resolved_device, precision, compile=self.compile,
-                                 quantize_text=text_precision)
-        # without gentron.quantization the modes are "none" and "bf16": a plain cast
-        pipe = load_pipeline(self.model, self.resolved_device, "none", compile=self.compile)
-        for part, mode in (("transformer", precision), ("text_encoder", text_precision),
-                           ("text_encoder_2", text_precision)):
-            if mode == "bf16" and getattr(pipe, part, None) is not None:
-                torch.nn.Module.to(getattr(pipe, part), torch.bfloat16)  # each casts its inputs itself
-        return pipe
-
-    @staticmethod
-    def _has_quantization() -> bool:
-        try:
-            from . import quantization  # noqa: F401
-        except ImportError:
-            return False
-        return True
+        self.loads += 1
+        return load_pipeline(self.model, self.resolved_device, precision, compile=self.compile,
+                             quantize_text=text_precision)
 
     @property
     def precision(self) -> str:
-        """The transformer's precision in the loaded pipeline; before any, the device's default
-        (gentron.quantization)."""
+        """The transformer's precision in the loaded pipeline; before any, the launch's, else the device's
+        default (gentron.quantization)."""
         if self._pipe_modes:
             return self._pipe_modes[0]
-        try:
-            from .quantization import default_mode
-        except ImportError:
-            return "none"
+        if self._launch_modes[0]:
+            return self._launch_modes[0]
+        from .quantization import default_mode
+
         mode = default_mode(self.resolved_device)
         return mode if mode in self.precisions() else "none"
 
     @property
     def text_precision(self) -> str:
-        """The text towers' precision in the loaded pipeline; before any, the same as ``precision``."""
-        return self._pipe_modes[1] if self._pipe_modes else self.precision
+        """The text towers' precision in the loaded pipeline; before any, the launch's, else ``precision``."""
+        return self._pipe_modes[1] if self._pipe_modes else self._launch_modes[1] or self.precision
 
     @property
     def resolved_device(self) -> str:
@@ -309,6 +384,45 @@ class Studio:
                          precisions=tuple(self.precisions()), default_sampler=pipe.default_sampler,
                          samplers=tuple(pipe.samplers))
 
+    def fields(self) -> dict[str, Field]:
+        """What a request may hold: the loaded model's sizes, frames and samplers; the launch's precision (any
+        offered one where switching is allowed)."""
+        from .pipeline import MAX_FRAMES, MAX_GUIDANCE, MAX_STEPS
+
+        pipe = self.pipeline()
+        m, temporal = pipe.size_multiple, bool(pipe.transformer.config.temporal)
+        fixed = not self.switch_precision
+        why = " (the precision is fixed when the server starts: app.py --precision / --text-precision; " \
+              "--local lets one person switch)" if fixed else ""
+        guidance = Field("number", 0, MAX_GUIDANCE)
+        return dict(
+            mode=Field("choice", choices=("image", "video") if temporal else ("image",)),
+            prompt=Field("text"), negative_prompt=Field("text"),
+            frames=Field("int", 1, MAX_FRAMES if temporal else 1),
+            fps=Field("number", 0.5, 60),
+            resolution=Field("int", m, 2048, multiple=m, optional=True),
+            steps=Field("int", 1, MAX_STEPS),
+            text_guidance=guidance, motion_guidance=guidance,
+            seed=Field("int", 0, MAX_SEED, optional=True),
+            sampler=Field("choice", choices=tuple(pipe.samplers), optional=True),
+            precision=Field("choice", choices=(self.precision,) if fixed else tuple(self.precisions()), why=why),
+            text_precision=Field("choice", choices=(self.text_precision,) if fixed else tuple(self.precisions()),
+                                 optional=True, why=why),
+        )
+
+    def _checked(self, values: dict[str, Any]) -> tuple[dict[str, Any], str, str]:
+        """``values`` through check_request, and the (transformer, towers) modes the run takes."""
+        precision, text_precision = values.pop("precision", None), values.pop("text_precision", None)
+        modes = {"precision": precision} if precision is not None else {}
+        if text_precision is not None:
+            modes["text_precision"] = text_precision
+        values = check_request({**values, **modes}, self.fields())
+        for name in modes:
+            values.pop(name)
+        if not self.switch_precision:
+            return values, self.precision, self.text_precision
+        return values, *self._modes(precision, text_precision)
+
     # ---- generation -----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
                  steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int | None = 0,
@@ -316,15 +430,16 @@ class Studio:
                  text_precision: str | None = None, key: str = "default") -> Iterator[Update]:
         """One image (frames=1, a PNG) or video (an MP4), streamed as updates.
 
-        Raises ValueError (the engine's message) for bad input and ``Interrupted`` after ``stop(key)``.
-        ``precision`` (the transformer's) None keeps the loaded one, another reloads the model at that precision;
-        ``text_precision`` (the text towers') None follows ``precision``; neither given keeps the loaded model.
+        Raises InputError (a ValueError) for a value refused at the edge, ValueError (the engine's message) for
+        one the engine refuses, and ``Interrupted`` after ``stop(key)``. ``precision`` (the transformer's) and
+        ``text_precision`` (the text towers'; None follows ``precision``): None keeps the loaded model; another
+        mode reloads it only where the studio allows switching, and is refused elsewhere.
         """
-        precision, text_precision = self._modes(precision, text_precision)
-        call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
-                    resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,
-                    motion_guidance=motion_guidance, seed=_as_int(seed), sampler=sampler)
-        fps = _check_fps(fps)
+        call, precision, text_precision = self._checked(dict(
+            prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
+            text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed, sampler=sampler, fps=fps,
+            precision=precision, text_precision=text_precision))
+        fps = float(call.pop("fps"))
 
         def save(out, folder: Path) -> Result:
             from .export import save_result
@@ -348,14 +463,21 @@ class Studio:
                 precision: str | None = None, text_precision: str | None = None,
                 key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
-        precision, text_precision = self._modes(precision, text_precision)
-        strengths = parse_motion_strengths(motion_guidances)
-        call = dict(prompt=prompt, negative_prompt=negative_prompt, frames=_as_int(frames),
-                    resolution=_as_int(resolution), steps=_as_int(steps), text_guidance=text_guidance,
-                    motion_guidance=strengths, seed=_as_int(seed), sampler=sampler)
-        fps = _check_fps(fps)
+        call, precision, text_precision = self._checked(dict(
+            prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
+            text_guidance=text_guidance, seed=seed, sampler=sampler, fps=fps, precision=precision,
+            text_precision=text_precision))
+        try:
+            strengths = parse_motion_strengths(motion_guidances)
+            fields = self.fields()
+            for v in strengths:
+                check_request({"motion_guidance": v}, fields)
+        except InputError as e:
+            raise InputError(f"{LABELS['motion_guidances']} (motion_guidances): {e}") from None
+        call["motion_guidance"] = strengths
+        fps = float(call.pop("fps"))
         if call["frames"] == 1:
-            raise ValueError("frames must be at least 2: motion guidance only changes videos")
+            raise InputError(f"{LABELS['frames']} (frames) must be at least 2: motion guidance only changes videos")
 
         def save(out, folder: Path) -> Result:
             from .export import save_mp4
@@ -448,6 +570,11 @@ class Studio:
             self.last_outcome = (outcome, *progress)
 
     # ---- files ----------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Remove the outputs folder if the studio made it (a folder it was given is left as it is)."""
+        if self._owns_outputs:
+            shutil.rmtree(self.outputs_dir, ignore_errors=True)
+
     def _new_run_folder(self) -> Path:
         folder = self.outputs_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         folder.mkdir(parents=True)
@@ -466,12 +593,6 @@ class Studio:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed
-
-
-def _check_fps(fps: Any) -> float:
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not 0.5 <= fps <= 60:
-        raise ValueError(f"fps must be a number from 0.5 to 60, got {fps!r}")
-    return float(fps)
 
 
 def _write_json(path: Path, data: dict) -> Path:

@@ -1,6 +1,7 @@
 """The web app: its handlers without a server, then the served app driven with gradio_client."""
 import copy
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -40,7 +41,10 @@ def live_pipeline_dir(tiny_pipeline, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def studio(live_pipeline_dir, tmp_path_factory):
-    return Studio(str(live_pipeline_dir), device="cpu", outputs_dir=tmp_path_factory.mktemp("studio-outputs"))
+    """One person's studio (switch_precision): the precision tests switch modes; tests/test_studio_shared.py has
+    the shared server's fixed one."""
+    return Studio(str(live_pipeline_dir), device="cpu", outputs_dir=tmp_path_factory.mktemp("studio-outputs"),
+                  precision="none", switch_precision=True)
 
 
 @pytest.fixture(scope="module")
@@ -158,19 +162,21 @@ def test_closing_the_stream_stops_the_run(studio):
     (dict(prompt="a" * 2500), "prompt is 2500 characters"),
     (dict(prompt="red " * 40), "prompt is .* tokens"),
     (dict(negative_prompt="blue " * 40), "negative_prompt is .* tokens"),
-    (dict(text_guidance=-1.0), "text_guidance must be a finite number"),
-    (dict(text_guidance=float("nan")), "text_guidance must be a finite number"),
-    (dict(motion_guidance=99.0), "motion_guidance must be a finite number"),
-    (dict(steps=0), "steps must be an integer"),
-    (dict(steps=2.5), "steps must be an integer"),
-    (dict(resolution=30), "height must be a multiple of 4"),
-    (dict(frames=99), "frames must be an integer from 1 to 64"),
-    (dict(seed=-1), "seed must be an integer"),
-    (dict(seed=MAX_SEED + 1), "seed must be an integer"),
-    (dict(sampler="plms"), "sampler must be one of"),
-    (dict(fps=0), "fps must be a number"),
-    (dict(precision="fp8"), "precision must be one of"),
-    (dict(text_precision="fp8"), "text_precision must be one of"),
+    (dict(text_guidance=-1.0), re.escape("Text guidance λT (text_guidance) must be a number from 0 to 50; got -1.0")),
+    (dict(text_guidance=float("nan")), re.escape("Text guidance λT (text_guidance) must be a number")),
+    (dict(motion_guidance=99.0), re.escape("Motion guidance λM (motion_guidance) must be a number from 0 to 50")),
+    (dict(steps=0), re.escape("Steps (steps) must be an integer from 1 to 500; got 0")),
+    (dict(steps=2.5), re.escape("Steps (steps) must be an integer from 1 to 500; got 2.5")),
+    (dict(resolution=30), re.escape("Resolution (pixels a side) (resolution) must be an integer from 4 to 2048, "
+                                    "a multiple of 4; got 30")),
+    (dict(frames=99), re.escape("Frames (frames) must be an integer from 1 to 64; got 99")),
+    (dict(seed=-1), re.escape("Seed (seed) must be an integer from 0 to 4294967295; got -1")),
+    (dict(seed=MAX_SEED + 1), re.escape("Seed (seed) must be an integer from 0 to 4294967295; got 4294967296")),
+    (dict(sampler="plms"), re.escape("Sampler (sampler) must be one of ddim, dpm++, euler; got 'plms'")),
+    (dict(fps=0), re.escape("Frames per second (fps) must be a number from 0.5 to 60; got 0")),
+    (dict(precision="fp8"), re.escape("Precision / quantization (precision) must be one of none, bf16")),
+    (dict(text_precision="fp8"), re.escape("Text encoders' precision (text_precision) must be one of none, bf16")),
+    (dict(mode="gif"), re.escape("Mode (mode) must be one of image, video; got 'gif'")),
 ])
 def test_bad_input_raises_gr_error_with_the_engines_message(ui, change, match):
     with pytest.raises(gr.Error, match=match):
@@ -207,7 +213,7 @@ def test_compare_gives_one_labelled_result_per_motion_strength(ui):
     assert settings["motion_guidance"] == [0.0, 1.0, 2.0] and len(files) == 5  # tiled, 3 parts, json
     with pytest.raises(gr.Error, match="motion strengths must be numbers"):
         list(ui.compare(**{**COMPARE, "motion_guidances": "zero, one"}))
-    with pytest.raises(gr.Error, match="frames must be at least 2"):
+    with pytest.raises(gr.Error, match=re.escape("Frames (frames) must be at least 2")):
         list(ui.compare(**{**COMPARE, "frames": 1}))
 
 
@@ -233,7 +239,7 @@ def test_api_signature_and_one_shared_queue(studio):
     assert "/compare_motion" in api and "/ui_generate" not in api  # the UI's own event is private
     model_events = [fn for fn in demo.fns.values() if fn.concurrency_id == app.MODEL_QUEUE]
     assert len(model_events) == 3 and all(fn.concurrency_limit == 1 for fn in model_events)
-    assert demo._queue.max_size == 16
+    assert demo._queue.max_size == app.QUEUE_SIZE == 32 * app.PER_SESSION
 
 
 # ---- end to end: the served app, driven with gradio_client ---------------------------------------
@@ -300,9 +306,9 @@ def test_e2e_bad_input_is_reported_and_the_server_keeps_serving(client):
 
     with pytest.raises(AppError, match="prompt is empty"):
         client.predict(prompt="  ", api_name="/generate")
-    with pytest.raises(AppError, match="motion_guidance must be a finite number from 0 to 50"):
+    with pytest.raises(AppError, match=re.escape("Motion guidance λM (motion_guidance) must be a number from 0 to 50")):
         client.predict(prompt="a red circle", motion_guidances="0, 99", frames=4, steps=4, api_name="/compare_motion")
-    with pytest.raises(AppError, match="plms is not in the list of choices"):  # gradio checks choices first
+    with pytest.raises(AppError, match=re.escape("Sampler (sampler) must be one of ddim, dpm++, euler; got 'plms'")):
         client.predict(prompt="a red circle", frames=4, steps=4, sampler="plms", api_name="/compare_motion")
     status, preview, tiled, gallery, files, settings, seed = client.predict(
         prompt="a red circle", motion_guidances="0, 2", frames=4, steps=4, api_name="/compare_motion")

@@ -247,3 +247,22 @@ def test_rotary_scores_depend_on_the_offset_alone():
     for shift in ((0, 1), (2, 0), (3, 2)):
         assert score((1 + shift[0], shift[1]), (shift[0], 2 + shift[1])) == pytest.approx(base, rel=1e-6)  # angles are float32
     assert score((1, 0), (0, 2)) != pytest.approx(score((1, 2), (0, 0)), abs=1e-3)  # left and right differ
+
+
+def test_temporal_attention_sees_frame_order(monkeypatch):
+    """With motion on, reversing the frames must not just reverse the output: the frame positions reach temporal
+    attention. Without them attention is blind to order (a permutation of the frames permutes the output), which
+    the second half shows, so the first half can fail."""
+    model = _randomise(GenTronTransformer.from_preset("tiny", temporal=True)).eval()
+    x, t, text, mask = _inputs(f=4)
+    on = torch.ones(2, dtype=torch.bool)
+
+    def gap() -> float:
+        with torch.no_grad():
+            return (model(x.flip(2), t, text, mask, on) - model(x, t, text, mask, on).flip(2)).abs().max().item()
+
+    assert gap() > 1e-3
+    embed = model.embed
+    monkeypatch.setattr(model, "embed", lambda latents: (lambda x, grid, pos: (x, grid, torch.zeros_like(pos)))(
+        *embed(latents)))
+    assert gap() < 1e-5  # positions dropped: reversed in, exactly reversed out

@@ -222,3 +222,35 @@ def test_towers_load_from_folders_and_build_a_base(tiny_pipeline, tmp_path):
     base = GenTronPipeline.from_pretrained(out)
     assert base.transformer.config.text_dim == sum(t.dim for t in towers)
     assert base("a red circle", **KW).frames.shape == (1, 1, 32, 32, 3)
+
+
+def test_the_text_mask_handed_to_the_transformer_is_true_exactly_on_real_tokens(tiny_pipeline, monkeypatch):
+    """Wrap transformer.prepare (where the pipeline hands the text and its mask over) and check the mask against
+    each tower's own token count: a flipped or dropped padding mask changes the image without failing anything
+    else."""
+    pipe = copy.deepcopy(tiny_pipeline)
+    prompt, negative = "a big red circle below a small blue square", "green"
+    seen = []
+    prepare = pipe.transformer.prepare
+
+    def spy(text, text_mask=None, *args, **kwargs):
+        seen.append(text_mask.clone())
+        return prepare(text, text_mask, *args, **kwargs)
+
+    monkeypatch.setattr(pipe.transformer, "prepare", spy)
+    pipe(prompt, negative_prompt=negative, frames=2, motion_guidance=[0.0, 1.5], **KW)
+
+    def real_tokens(text: str) -> torch.Tensor:  # True on the text's own tokens, False on the padding to the longer
+        per_tower = []
+        for tower in pipe.towers:
+            ids = tower.tokenizer([prompt, negative], padding="longest", return_tensors="pt")["input_ids"]
+            n = len(tower.tokenizer(text)["input_ids"])
+            per_tower.append(torch.arange(ids.shape[1]) < n)
+        return torch.cat(per_tower)
+
+    cond, uncond = real_tokens(prompt), real_tokens(negative)
+    assert (~uncond).any()  # the shorter text is padded: there is something for the mask to hide
+    assert seen and all(m.dtype == torch.bool for m in seen)
+    rows = torch.cat(seen)
+    assert all(torch.equal(r, cond) or torch.equal(r, uncond) for r in rows)
+    assert any(torch.equal(r, cond) for r in rows) and any(torch.equal(r, uncond) for r in rows)

@@ -102,11 +102,13 @@ def test_a_full_queue_answers_at_once_with_a_clear_message(server, studio):
     while not studio.busy:  # the worker is taken: everything else waits in the queue
         assert time.monotonic() < end
         time.sleep(0.02)
-    waiting = [client.submit(prompt="a red circle", seed=i, api_name="/generate", **QUICK)
-               for i in range(demo._queue.max_size)]
+    # each person may queue app.PER_SESSION jobs: the queue is filled by max_size / PER_SESSION people
+    people = [new_client(url) for _ in range(demo._queue.max_size // app.PER_SESSION)]
+    waiting = [person.submit(prompt="a red circle", seed=i, api_name="/generate", **QUICK)
+               for i, person in enumerate(people) for _ in range(app.PER_SESSION)]
     time.sleep(1.0)  # let them take their places
     started = time.monotonic()
-    extra = client.submit(prompt="a blue square", api_name="/generate", **QUICK)
+    extra = new_client(url).submit(prompt="a blue square", api_name="/generate", **QUICK)
     with pytest.raises(Exception, match="(?i)queue is full"):
         extra.result(timeout=30)
     assert time.monotonic() - started < 10  # refused at once, not after the queue drains
