@@ -177,7 +177,7 @@ def build_demo(studio: Studio, queue_size: int = QUEUE_SIZE, per_session: int = 
 
         api_trigger.click(gpu(ui.api_generate), api_args, [api_preview, api_file], api_name="generate", **model)
 
-    demo.queue(default_concurrency_limit=1, max_size=queue_size)
+    demo.queue(default_concurrency_limit=1, max_size=queue_size, api_open=False)  # queued events only by the queue
     ui.demo = demo
     _exact_input_counts(demo)
     _limit_per_session(demo, per_session)
@@ -297,7 +297,7 @@ class Handlers:
             trim_cache(self.demo, self.studio.max_runs * CACHE_FILES_PER_RUN)
         sent = None
         try:
-            for update in start(**kwargs):
+            for update in start(key=key, **kwargs):  # the run is stopped by its session's Stop
                 if update.preview is not None:
                     if sent is not None and np.array_equal(update.preview, sent):
                         update = update._replace(preview=None)
@@ -398,16 +398,19 @@ def _limit_per_session(demo: gr.Blocks, limit: int) -> None:
 
 class DocumentedOnly:
     """ASGI middleware: gradio answers /gradio_api/call/<name> (and /run, /api) for any event, documented or
-    not (a private event keeps a name); only ``names`` are let through. The page's own events go by index
-    through /gradio_api/queue/join, as the browser sends them."""
+    not (a private event keeps a name); only ``names`` are let through. The page's own events go by index: queued
+    ones through /gradio_api/queue/join, unqueued ones (Stop, the dice, the mode) through /gradio_api/run/predict,
+    which the queue's ``api_open=False`` closes to every queued event."""
 
     ROUTE = re.compile(r"^(?:.*)/gradio_api/(?:call/v2|call|run|api)/([^/]+)")
+    PAGE = re.compile(r"^(?:.*)/gradio_api/run/predict/?$")
 
     def __init__(self, app, names: tuple[str, ...]):
         self.app, self.names = app, set(names)
 
     async def __call__(self, scope, receive, send):
-        match = self.ROUTE.match(scope.get("path", "")) if scope["type"] == "http" else None
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        match = self.ROUTE.match(path) if not self.PAGE.match(path) else None
         if match and match.group(1) not in self.names:
             log.info("refused %s: not a documented endpoint", scope["path"])
             body = json.dumps({"detail": f"no endpoint named {match.group(1)!r}; this app's endpoints are "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
@@ -145,6 +146,17 @@ def test_stop_mid_run_then_ready(ui, studio):
     assert outcome == "stopped" and step < total == 200
     assert not studio.busy and ui.stop() is not None  # nothing left to stop
     assert value(list(ui.generate(**{**VIDEO, "steps": 3}))[-1][0]).startswith("Done")
+
+
+def test_stop_stops_only_its_own_sessions_run(ui, studio):
+    alice, bob = SimpleNamespace(session_hash="alice"), SimpleNamespace(session_hash="bob")
+    outs = []
+    for out in ui.generate(**{**VIDEO, "steps": 200, "resolution": 64}, request=alice):
+        outs.append(out)
+        if sum(isinstance(o[1], np.ndarray) for o in outs) == 1 and isinstance(out[1], np.ndarray):
+            assert ui.stop(bob) != "Stopping…" and ui.stop() != "Stopping…"  # others' Stop buttons find no run
+            assert ui.stop(alice) == "Stopping…"
+    assert outs[-1][0].startswith("Stopped at step") and studio.last_outcome[0] == "stopped"
 
 
 def test_closing_the_stream_stops_the_run(studio):

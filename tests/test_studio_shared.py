@@ -157,6 +157,29 @@ def test_only_the_documented_endpoints_are_callable_by_name(server):
     assert kind == "complete" and data[1]["path"].endswith(".png")
 
 
+def test_the_page_reaches_its_unqueued_events_and_no_model_event_skips_the_queue(server):
+    # the page sends Stop, the dice and the mode by index to /gradio_api/run/predict; a model event sent
+    # there would run beside the queue, so it is refused
+    demo, url = server
+    page_events = {"stop": [], "random_seed": [], "mode_changed": ["image"]}
+    model_events = [i for i, fn in demo.fns.items() if fn.concurrency_id == app.MODEL_QUEUE]
+    assert len(model_events) == 3  # the page's generate, the comparison (/compare_motion), /generate
+    reached = set()
+    for index, fn in demo.fns.items():
+        name = fn.fn.__name__
+        if index not in model_events and name not in page_events:
+            continue
+        data = page_events.get(name, [None] * len(fn.inputs))
+        r = httpx.post(f"{url}gradio_api/run/predict", json={"fn_index": index, "data": data,
+                                                             "session_hash": "page"}, timeout=30)
+        if index in model_events:
+            assert r.status_code == 404 and "join the queue" in r.text, (fn.api_name, r.status_code, r.text)
+        else:
+            assert r.status_code == 200, (name, r.status_code, r.text)
+            reached.add(name)
+    assert reached == set(page_events)
+
+
 # ---- 2, 3. strict inputs at the edge, one log line each --------------------------------------------
 NAN, INF = float("nan"), float("inf")
 NOT_TEXT = [{"a": 1}, ["a red circle"], 5, 2.5, True, None]
