@@ -48,7 +48,7 @@ def settings_panel(info: ModelInfo, studio: Studio, *, generate: bool, video: bo
     Generate tab (``generate``) adds λM and the precisions. ``video``: the frame settings start shown. Returns
     the widgets by their API names, plus the dice button."""
     w = SimpleNamespace()
-    w.text_guidance = gr.Slider(0, 20, value=7.5, step=0.5, label=LABELS["text_guidance"])
+    w.text_guidance = gr.Slider(0, 20, value=info.default_text_guidance, step=0.5, label=LABELS["text_guidance"])
     if generate:
         w.motion_guidance = gr.Slider(0, 3, value=1.0, step=0.1, label=LABELS["motion_guidance"], visible=video)
     with gr.Row(equal_height=True):
@@ -146,7 +146,7 @@ def build_demo(studio: Studio, queue_size: int = QUEUE_SIZE, per_session: int = 
             api_args = [gr.Textbox(None, label="prompt"), gr.Textbox("", label="negative_prompt"),
                         gr.Number(8 if video_ok else 1, precision=0, label="frames"),
                         gr.Number(info.default_resolution, precision=0, label="resolution"),
-                        gr.Number(25, precision=0, label="steps"), gr.Number(7.5, label="text_guidance"),
+                        gr.Number(25, precision=0, label="steps"), gr.Number(info.default_text_guidance, label="text_guidance"),
                         gr.Number(1.0, label="motion_guidance"), gr.Number(0, precision=0, label="seed")]
             api_preview = gr.Image(label="preview", format="png")
             api_file = gr.File(label="result")
@@ -259,7 +259,7 @@ class Handlers:
             yield _stopped(last), *[gr.skip()] * 6
 
     def api_generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
-                     steps: int = 25, text_guidance: float = 7.5, motion_guidance: float = 1.0, seed: int = 0,
+                     steps: int = 25, text_guidance: float | None = None, motion_guidance: float = 1.0, seed: int = 0,
                      request: gr.Request = None, progress=gr.Progress()):
         """Text to an image (frames=1: a PNG) or a video (an MP4). Streams (preview, None) every few
         steps, then ends with (None, the file)."""

@@ -380,9 +380,12 @@ def host_kind(device: str) -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return "cpu"
-    if "amx_bf16" in info:
+    flags = set(info.split())
+    if "amx_bf16" in flags:
         return "xeon-amx"
-    return "epyc" if "AuthenticAMD" in info else "cpu"
+    if "AuthenticAMD" in flags:
+        return "epyc" if "avx512_bf16" in flags else "epyc-avx2"  # Zen 4 multiplies bf16; Zen 2/3 emulate it
+    return "cpu"
 
 
 def main(argv: list[str] | None = None) -> int:

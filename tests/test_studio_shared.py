@@ -193,7 +193,7 @@ GENERATE_BAD = [
     *[("resolution", v) for v in NOT_INT if v is not None], ("resolution", 0), ("resolution", 30),
     ("resolution", -32), ("resolution", 4096),
     *[("steps", v) for v in NOT_INT], ("steps", 0), ("steps", 501),
-    *[("text_guidance", v) for v in NOT_NUMBER],
+    *[("text_guidance", v) for v in NOT_NUMBER if v is not None],  # None: the model's own λT
     *[("motion_guidance", v) for v in NOT_NUMBER],
     *[("seed", v) for v in NOT_INT if v is not None], ("seed", -1), ("seed", 2**32),
 ]
@@ -205,7 +205,7 @@ COMPARE_BAD = [
     *[("fps", v) for v in ["4", True, None, [4], NAN, INF, 0, 61]],
     *[("resolution", v) for v in (0, 30, 2.5, "32", True)],
     *[("steps", v) for v in (0, 2.5, "2", True, None, NAN)],
-    *[("text_guidance", v) for v in NOT_NUMBER],
+    *[("text_guidance", v) for v in NOT_NUMBER if v is not None],  # None: the model's own λT
     *[("sampler", v) for v in ("plms", 5, ["ddim"], True, "DDIM")],
     *[("seed", v) for v in (1.5, True, -1, 2**32, "0")],
 ]

@@ -206,6 +206,21 @@ def test_short_run_reduces_loss_and_writes_a_loadable_pipeline(init_dir, tmp_pat
     assert out.frames.shape == (1, 1, RES, RES, 3)
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_on_a_cpu_without_native_bf16_warns(init_dir, tmp_path, monkeypatch, native):
+    import warnings
+
+    from gentron.training import trainer
+
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: native)
+    cfg = tiny("tiny_t2i", init_dir, tmp_path / "run", steps=1, mixed_precision="bf16")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, make_data(2, frames=1))
+    slow = [w for w in caught if "without AMX or AVX512-BF16" in str(w.message)]
+    assert len(slow) == (0 if native else 1)
+
+
 def test_ablation_fields_build_the_asked_model(init_dir, tmp_path):
     """text_encoders keeps only the named towers and the fresh transformer reads their width;
     text_conditioning swaps cross-attention for adaLN-Zero. Every ablation config parses."""

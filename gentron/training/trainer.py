@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..diffusion import NoiseSchedule, diffusion_loss, flow_loss, flow_scheduler, make_scheduler, objective_of
 from ..model import GenTronTransformer
 from ..pipeline import GenTronPipeline
+from ..quantization import native_bf16
 from .checkpoint import full_weights, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .config import TrainConfig
 from .data import (IMAGE_SALT, NOISE_SALT, Batch, Preparation, check_source, derive_seed, make_source, micro_batches,
@@ -62,6 +63,10 @@ def train(cfg: TrainConfig, data: Any = None) -> Path:
         torch.use_deterministic_algorithms(True, warn_only=True)
     owns_state = not PartialState._shared_state  # a notebook calling train() twice must not inherit settings
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.accelerator.is_available())
+    if cfg.mixed_precision == "bf16" and not native_bf16(str(accelerator.device)):
+        warnings.warn("mixed_precision: bf16 on a CPU without AMX or AVX512-BF16 runs bf16 matmuls in software, "
+                      "many times slower than fp32 (docs/benchmarks.md); set mixed_precision: \"no\" on this host",
+                      stacklevel=2)
     try:
         return _train(cfg, data, accelerator)
     finally:
