@@ -101,3 +101,14 @@ def test_a_model_is_named_without_its_server_path(tmp_path):
     assert model_label("~/models/gentron") == "gentron"
     assert model_label("PixArt-alpha/PixArt-XL-2-512x512") == "PixArt-alpha/PixArt-XL-2-512x512"
     assert model_label("random:tiny") == "random:tiny"
+
+
+def test_a_training_run_prints_no_back_end_alarm(tmp_path):
+    """``python -m gentron train`` on the tiny config: progress and the final folder, no kernel-probe noise from
+    quantization back ends that training never uses."""
+    proc = subprocess.run([sys.executable, "-m", "gentron", "train", "--config", "configs/tiny_t2i.yaml",
+                           "--steps", "2", "--output-dir", str(tmp_path / "run"), "--set", "mixed_precision=no"],
+                          cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert alarming(proc.stdout) == [] and alarming(proc.stderr) == [], proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(tmp_path / "run" / "final")

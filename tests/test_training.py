@@ -101,6 +101,7 @@ def test_set_values_read_as_yaml_with_plain_exponents():
     from gentron.training.__main__ import parse_value
     assert parse_value("3e-4") == 3e-4 and parse_value("3.0e-4") == 3e-4
     assert parse_value("true") is True and parse_value("[0.9, 0.99]") == [0.9, 0.99] and parse_value("S/2") == "S/2"
+    assert parse_value("no") == "no" and parse_value("False") is False  # mixed_precision=no is the word
 
 
 def test_prepare_batch_motion_free_and_text_dropout():

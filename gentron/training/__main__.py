@@ -25,8 +25,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_value(text: str) -> object:
-    """A ``--set`` value read as YAML, except that "3e-4" is a number (YAML 1.1 wants "3.0e-4")."""
+    """A ``--set`` value read as YAML, except that "3e-4" is a number (YAML 1.1 wants "3.0e-4") and only true and
+    false are booleans."""
     value = yaml.safe_load(text)
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text.strip()  # YAML 1.1 reads no/yes/on/off as booleans: "mixed_precision=no" means the word
     if isinstance(value, str):
         try:
             return float(value)
@@ -45,13 +48,18 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set expects KEY=VALUE, got {item!r}")
         overrides[key.strip().replace("-", "_")] = parse_value(value)
 
-    from .config import TrainConfig
+    from ..quantization import backends_held_back
 
-    try:
-        cfg = TrainConfig.from_yaml(args.config, **overrides)
-    except (ValueError, FileNotFoundError) as e:
-        parser.error(str(e))
-    from .trainer import train  # heavy imports only once the config is known to be good
+    # training quantizes nothing: diffusers and transformers (imported by the config's checks) need not import and
+    # probe the quantization back ends
+    with backends_held_back(()):
+        from .config import TrainConfig
+
+        try:
+            cfg = TrainConfig.from_yaml(args.config, **overrides)
+        except (ValueError, FileNotFoundError) as e:
+            parser.error(str(e))
+        from .trainer import train  # heavy imports only once the config is known to be good
 
     final = train(cfg)
     if os.environ.get("RANK", "0") == "0":  # one line per run, not per process
