@@ -26,6 +26,12 @@ def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
 
 
+def packs(dtype: torch.dtype) -> bool:
+    """Whether oneDNN packs weights of ``dtype`` on this CPU: bf16 needs AVX512 (BW, VL, DQ) or AVX-NE-CONVERT; an
+    AVX2-only CPU multiplies such a layer plainly."""
+    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 # oneDNN lays a packed weight out for a batch size; the one-row layout was as fast as the default one for whole steps
 # at every size measured and faster below 1024 rows (docs/benchmarks.md, "Packed weights"), so one copy, in that one.
 def _pack(weight: torch.Tensor) -> torch.Tensor:
@@ -48,7 +54,7 @@ class PackedLinear(nn.Linear):
         self.in_features, self.out_features, self.activation = linear.in_features, linear.out_features, activation
         self.weight, self.bias = linear.weight, linear.bias  # the same parameters, shared
         self._packed: dict[int, tuple[tuple, torch.Tensor]] = {}  # first row -> (weight's key, packed rows)
-        if self.weight.device.type == "cpu" and self.weight.is_floating_point():
+        if self.weight.device.type == "cpu" and self.weight.is_floating_point() and packs(self.weight.dtype):
             self.packed_rows(0)
 
     def _key(self) -> tuple:
@@ -66,6 +72,7 @@ class PackedLinear(nn.Linear):
     def _plain(self) -> bool:
         w = self.weight
         return (w.device.type != "cpu" or not w.is_floating_point() or type(w.data) is not torch.Tensor
+                or not packs(w.dtype)
                 or torch.is_grad_enabled())  # gradients may be wanted: only the plain product has a backward
 
     def forward_rows(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:

@@ -31,6 +31,20 @@ def test_packed_product_is_the_plain_one(dtype, tokens):
         assert torch.allclose(packed(x.transpose(0, 1)).float(), plain(x.transpose(0, 1)).float(), atol=1e-2, rtol=1e-2)
 
 
+def test_a_cpu_that_cannot_pack_bf16_multiplies_bf16_plainly(monkeypatch):
+    import gentron.packing as packing
+
+    monkeypatch.setattr(packing, "packs", lambda dtype: dtype != torch.bfloat16)  # an AVX2-only CPU
+    plain = _linear(torch.bfloat16)
+    x = torch.randn(2, 10, 64).to(torch.bfloat16)
+    packed = PackedLinear(plain, "gelu")
+    with torch.no_grad():
+        assert torch.equal(packed(x), F.gelu(plain(x))) and packed.packed_bytes() == 0
+        packed.float()  # the same layer cast back to fp32 packs again
+        assert torch.allclose(packed(x.float()), F.gelu(plain.float()(x.float())), atol=1e-5)
+        assert packed.packed_bytes() > 0
+
+
 def _video_model():
     torch.manual_seed(0)
     model = GenTronTransformer.from_preset("tiny", temporal=True)
