@@ -510,6 +510,7 @@ def serve(studio: Studio, host: str = "127.0.0.1", port: int | None = None, shar
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up probes of the page, one line each
     from gentron.compilation import compile_requested
 
     studio = Studio(args.model, device=args.device, compile=compile_requested(args.compile),
