@@ -335,7 +335,7 @@ def test_a_preview_equal_to_the_last_one_sent_is_dropped():
 
     a, b = np.zeros((1, 1, 4, 4, 3), np.uint8), np.ones((1, 1, 4, 4, 3), np.uint8)
     updates = [Update(1, 4, a, None), Update(2, 4, a.copy(), None), Update(3, 4, b, None), Update(4, 4, None, None)]
-    kept = [u.preview for u in app._engine(lambda: iter(updates))]
+    kept = [u.preview for u in app._engine(lambda key: iter(updates))]  # a Studio stream, given the session
     assert kept[0] is a and kept[1] is None and kept[2] is b and kept[3] is None
 
 
