@@ -146,7 +146,8 @@ def build_demo(studio: Studio, queue_size: int = QUEUE_SIZE, per_session: int = 
             api_args = [gr.Textbox(None, label="prompt"), gr.Textbox("", label="negative_prompt"),
                         gr.Number(8 if video_ok else 1, precision=0, label="frames"),
                         gr.Number(info.default_resolution, precision=0, label="resolution"),
-                        gr.Number(25, precision=0, label="steps"), gr.Number(info.default_text_guidance, label="text_guidance"),
+                        gr.Number(25, precision=0, label="steps"),
+                        gr.Number(info.default_text_guidance, label="text_guidance"),
                         gr.Number(1.0, label="motion_guidance"), gr.Number(0, precision=0, label="seed")]
             api_preview = gr.Image(label="preview", format="png")
             api_file = gr.File(label="result")

@@ -376,14 +376,16 @@ def host_kind(device: str) -> str:
     """The report's name: the accelerator, or the CPU by the features that change its speed."""
     if device == "cuda":
         return "cuda"
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "cpu"
-    flags = set(info.split())
+    from .quantization import cpu_bf16_flags
+
+    flags = cpu_bf16_flags()
     if "amx_bf16" in flags:
         return "xeon-amx"
-    if "AuthenticAMD" in flags:
+    try:
+        amd = "AuthenticAMD" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "cpu"
+    if amd:
         return "epyc" if "avx512_bf16" in flags else "epyc-avx2"  # Zen 4 multiplies bf16; Zen 2/3 emulate it
     return "cpu"
 

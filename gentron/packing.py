@@ -14,6 +14,8 @@ in-place edits like any other; the packed copy, remade when the weight changes, 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,10 +28,15 @@ def packing_available() -> bool:
     return torch.backends.mkldnn.is_available() and hasattr(_ops, "_linear_pointwise")
 
 
+@functools.cache
+def _bf16_packs() -> bool:
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def packs(dtype: torch.dtype) -> bool:
     """Whether oneDNN packs weights of ``dtype`` on this CPU: bf16 needs AVX512 (BW, VL, DQ) or AVX-NE-CONVERT; an
-    AVX2-only CPU multiplies such a layer plainly."""
-    return dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    AVX2-only CPU multiplies such a layer plainly. Asked on every forward, so the CPU's answer is kept."""
+    return dtype != torch.bfloat16 or _bf16_packs()
 
 
 # oneDNN lays a packed weight out for a batch size; the one-row layout was as fast as the default one for whole steps
