@@ -60,7 +60,8 @@ def settings_panel(info: ModelInfo, studio: Studio, *, generate: bool, video: bo
     with gr.Row(visible=video) as w.video_settings:
         w.frames = gr.Slider(2, 32, value=8, step=1, precision=0, label=LABELS["frames"], elem_id=f"{prefix}frames")
         w.fps = gr.Slider(1, 24, value=4, step=1, label=LABELS["fps"])
-    w.steps = gr.Slider(1, 200, value=25, step=1, precision=0, label=LABELS["steps"], elem_id=f"{prefix}steps")
+    w.steps = gr.Slider(1, 200, value=info.default_steps, step=1, precision=0, label=LABELS["steps"],
+                        elem_id=f"{prefix}steps")
     w.sampler = gr.Dropdown(list(info.samplers), value=info.default_sampler, label=LABELS["sampler"])
     if generate:
         switch = studio.switch_precision
@@ -146,7 +147,7 @@ def build_demo(studio: Studio, queue_size: int = QUEUE_SIZE, per_session: int = 
             api_args = [gr.Textbox(None, label="prompt"), gr.Textbox("", label="negative_prompt"),
                         gr.Number(8 if video_ok else 1, precision=0, label="frames"),
                         gr.Number(info.default_resolution, precision=0, label="resolution"),
-                        gr.Number(25, precision=0, label="steps"),
+                        gr.Number(info.default_steps, precision=0, label="steps"),
                         gr.Number(info.default_text_guidance, label="text_guidance"),
                         gr.Number(1.0, label="motion_guidance"), gr.Number(0, precision=0, label="seed")]
             api_preview = gr.Image(label="preview", format="png")
@@ -260,8 +261,8 @@ class Handlers:
             yield _stopped(last), *[gr.skip()] * 6
 
     def api_generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
-                     steps: int = 25, text_guidance: float | None = None, motion_guidance: float = 1.0, seed: int = 0,
-                     request: gr.Request = None, progress=gr.Progress()):
+                     steps: int | None = None, text_guidance: float | None = None, motion_guidance: float = 1.0,
+                     seed: int = 0, request: gr.Request = None, progress=gr.Progress()):
         """Text to an image (frames=1: a PNG) or a video (an MP4). Streams (preview, None) every few
         steps, then ends with (None, the file)."""
         for update in self._engine("/generate", _key(request), self.studio.generate, prompt=prompt,

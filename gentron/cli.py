@@ -22,7 +22,8 @@ def _generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-dir", help="folder for the batch form's <id>.png / <id>.mp4")
     p.add_argument("--frames", type=int, default=None, help="1 for an image (default: 1 for .png, 8 otherwise)")
     p.add_argument("--resolution", type=int, default=None, help="side in pixels (default: the model's)")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's own, 25 unless its "
+                   "folder names another)")
     p.add_argument("--text-guidance", type=float, default=None, help="λT (default: the model's own, 7.5 "
                    "unless its folder names another)")
     p.add_argument("--motion-guidance", type=float, default=1.0, help="λM, videos only")
@@ -149,7 +150,7 @@ def _check_settings(s: GenerationSettings, args: argparse.Namespace, facts: dict
     """Every flag that applies to all samples, checked before the model loads; each message names its flag."""
     from .quantization import BACKENDS, MODES, installed
 
-    if not 1 <= s.steps <= facts["max_steps"]:
+    if s.steps is not None and not 1 <= s.steps <= facts["max_steps"]:
         raise ValueError(f"--steps must be an integer from 1 to {facts['max_steps']} (got {s.steps})")
     samplers = facts.get("samplers")
     if s.scheduler is not None and samplers and s.scheduler not in samplers:
@@ -407,13 +408,14 @@ def main(argv: list[str] | None = None) -> int:
     ev = sub.add_parser("eval", help="the Shapes World CompBench: generate, check, tabulate")
     _generate_args(ev)
     ev.add_argument("--suite", default="compbench",
-                    choices=["compbench", "sweep-motion", "sweep-text", "quality", "loss"],
-                    help="compbench: one run at the given settings; sweep-motion / sweep-text: the same prompts "
-                    "at each of --values for λM (videos) or λT (images), with sweep.png; quality: CLIP score "
+                    choices=["compbench", "sweep-motion", "sweep-text", "sweep-steps", "quality", "loss"],
+                    help="compbench: one run at the given settings; sweep-motion / sweep-text / sweep-steps: the "
+                    "same prompts at each of --values for λM (videos), λT (images) or the step count (both, and the "
+                    "fewest steps that keep every category's score), with sweep.png; quality: CLIP score "
                     "and FID through torchmetrics (needs --clip); loss: held-out denoising loss with and without "
                     "the caption (paired across models: same samples, noise and timesteps)")
     ev.add_argument("--values", default=None, help="the sweep's comma-separated values (default: 0,0.5,1,1.5,2 "
-                    "for λM; 1,3,5,7.5,10 for λT)")
+                    "for λM; 1,3,5,7.5,10 for λT; 4,8,12,16,25 for steps)")
     ev.add_argument("--n-images", type=int, default=200)
     ev.add_argument("--n-videos", type=int, default=100)
     ev.add_argument("--clip", default=None, help="quality suite: local CLIPModel folder or cached hub id "

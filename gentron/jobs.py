@@ -13,7 +13,7 @@ PER_JOB = ("negative_prompt", "resolution", "text_guidance", "motion_guidance", 
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    steps: int = 25  # sampling steps
+    steps: int | None = None  # sampling steps; None: the model's own
     negative_prompt: str = ""  # replaces the empty text in guidance
     resolution: int | None = None  # side in pixels; None: the model's native size
     text_guidance: float | None = None  # λT; None: the model's own
@@ -28,9 +28,10 @@ class GenerationSettings:
     model: str | None = None  # what was asked for (folder, hub id, random:PRESET; None: the built-in model)
 
     def resolved(self, pipe) -> "GenerationSettings":
-        """These settings with the model's own sampler, λT and guidance interval where none was named, so what a
-        run records names what it used."""
-        return replace(self, scheduler=self.scheduler or pipe.default_sampler,
+        """These settings with the model's own steps, sampler, λT and guidance interval where none was named, so
+        what a run records names what it used."""
+        return replace(self, steps=pipe.default_steps if self.steps is None else self.steps,
+                       scheduler=self.scheduler or pipe.default_sampler,
                        text_guidance=pipe.default_text_guidance if self.text_guidance is None else self.text_guidance,
                        guidance_interval=self.guidance_interval or tuple(pipe.default_guidance_interval))
 

@@ -50,13 +50,15 @@ class GenTronPipeline(DiffusionPipeline):
     def __init__(self, transformer: GenTronTransformer, vae: AutoencoderKL, scheduler: SchedulerMixin,
                  text_encoder: PreTrainedModel | None = None, tokenizer: PreTrainedTokenizerBase | None = None,
                  text_encoder_2: PreTrainedModel | None = None, tokenizer_2: PreTrainedTokenizerBase | None = None,
-                 guidance_interval: list[float] | None = None, text_guidance: float | None = None):
+                 guidance_interval: list[float] | None = None, text_guidance: float | None = None,
+                 steps: int | None = None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer, text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2)
         # the model's own default, kept in its folder's model_index.json (as diffusers keeps requires_safety_checker)
         self.register_to_config(guidance_interval=None if guidance_interval is None else list(guidance_interval),
-                                text_guidance=None if text_guidance is None else float(text_guidance))
+                                text_guidance=None if text_guidance is None else float(text_guidance),
+                                steps=None if steps is None else int(steps))
 
     # ---- properties of the loaded model -------------------------------------------------------
     @property
@@ -117,6 +119,13 @@ class GenTronPipeline(DiffusionPipeline):
         value = self.config.get("text_guidance")
         return 7.5 if value is None else float(value)
 
+    @property
+    def default_steps(self) -> int:
+        """Sampling steps when a request names none: ``steps`` in the folder's model_index.json, the fewest steps
+        that keep the model's CompBench score (``python -m gentron eval --suite sweep-steps``), else 25."""
+        value = self.config.get("steps")
+        return 25 if value is None else int(value)
+
     # ---- validation: one place, used by the CLI and the app too -------------------------------
     def check_inputs(self, prompt: str, negative_prompt: str, frames: int, height: int, width: int, steps: int,
                      text_guidance: float, motion_guidances: list[float], seed: int | None, sampler: str,
@@ -175,7 +184,7 @@ class GenTronPipeline(DiffusionPipeline):
         frames: int = 1,
         height: int | None = None,
         width: int | None = None,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         text_guidance: float | None = None,
         motion_guidance: float | list[float] = 1.0,
         seed: int | None = 0,
@@ -191,7 +200,8 @@ class GenTronPipeline(DiffusionPipeline):
 
         ``seed`` makes the result reproducible (bit-identical on the CPU); a ``generator`` overrides it.
         ``sampler`` None samples with the model's own (``default_sampler``); ``text_guidance`` None guides with
-        the model's own λT (``default_text_guidance``).
+        the model's own λT (``default_text_guidance``); ``num_inference_steps`` None takes its own step count
+        (``default_steps``).
         ``guidance_interval`` (low, high): guide (λT, λM) only at the steps whose timestep lies in it, inclusive;
         the others take the prompt's plain prediction, one branch, as λT = λM = 1 would (Kynkäänniemi et al. 2024,
         "Applying Guidance in a Limited Interval Improves Sample and Distribution Quality in Diffusion Models").
@@ -202,6 +212,7 @@ class GenTronPipeline(DiffusionPipeline):
         started = time.perf_counter()
         sampler = sampler or self.default_sampler
         text_guidance = self.default_text_guidance if text_guidance is None else text_guidance
+        num_inference_steps = self.default_steps if num_inference_steps is None else num_inference_steps
         height = height or self.default_resolution
         width = width or height
         lm = [float(v) for v in motion_guidance] if isinstance(motion_guidance, (list, tuple)) else [motion_guidance]

@@ -88,6 +88,7 @@ class ModelInfo:
     default_sampler: str  # the sampler the model's folder ships
     samplers: tuple[str, ...]  # those its objective takes (epsilon or flow)
     default_text_guidance: float  # the λT the model's folder names (a flow model wants less than the paper's 7.5)
+    default_steps: int = 25  # the sampling steps the model's folder names
 
 
 log = logging.getLogger("gentron.studio")
@@ -383,7 +384,8 @@ class Studio:
         return ModelInfo(name=self.model_name, temporal=bool(pipe.transformer.config.temporal),
                          size_multiple=m, default_resolution=d, resolutions=tuple(sizes),
                          precisions=tuple(self.precisions()), default_sampler=pipe.default_sampler,
-                         samplers=tuple(pipe.samplers), default_text_guidance=pipe.default_text_guidance)
+                         samplers=tuple(pipe.samplers), default_text_guidance=pipe.default_text_guidance,
+                         default_steps=pipe.default_steps)
 
     def fields(self) -> dict[str, Field]:
         """What a request may hold: the loaded model's sizes, frames and samplers; the launch's precision (any
@@ -426,7 +428,7 @@ class Studio:
 
     # ---- generation -----------------------------------------------------------------------------
     def generate(self, prompt: str, negative_prompt: str = "", frames: int = 8, resolution: int | None = None,
-                 steps: int = 25, text_guidance: float | None = None, motion_guidance: float = 1.0,
+                 steps: int | None = None, text_guidance: float | None = None, motion_guidance: float = 1.0,
                  seed: int | None = 0, sampler: str | None = None, fps: float = 4.0, precision: str | None = None,
                  text_precision: str | None = None, key: str = "default") -> Iterator[Update]:
         """One image (frames=1, a PNG) or video (an MP4), streamed as updates.
@@ -436,7 +438,7 @@ class Studio:
         ``text_precision`` (the text towers'; None follows ``precision``): None keeps the loaded model; another
         mode reloads it only where the studio allows switching, and is refused elsewhere.
         """
-        text_guidance = self._text_guidance(text_guidance)
+        text_guidance, steps = self._text_guidance(text_guidance), self._steps(steps)
         call, precision, text_precision = self._checked(dict(
             prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
             text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed, sampler=sampler, fps=fps,
@@ -460,12 +462,12 @@ class Studio:
         return self._run(call, precision, text_precision, key, save)
 
     def compare(self, prompt: str, motion_guidances: str | list[float] = DEFAULT_MOTION_STRENGTHS,
-                negative_prompt: str = "", frames: int = 8, resolution: int | None = None, steps: int = 25,
+                negative_prompt: str = "", frames: int = 8, resolution: int | None = None, steps: int | None = None,
                 text_guidance: float | None = None, seed: int | None = 0, sampler: str | None = None, fps: float = 4.0,
                 precision: str | None = None, text_precision: str | None = None,
                 key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
-        text_guidance = self._text_guidance(text_guidance)
+        text_guidance, steps = self._text_guidance(text_guidance), self._steps(steps)
         call, precision, text_precision = self._checked(dict(
             prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
             text_guidance=text_guidance, seed=seed, sampler=sampler, fps=fps, precision=precision,
@@ -503,6 +505,10 @@ class Studio:
     def _text_guidance(self, value):
         """None: the loaded model's own λT; anything else goes on to the edge check."""
         return self.pipeline().default_text_guidance if value is None else value
+
+    def _steps(self, value):
+        """None: the loaded model's own step count; anything else goes on to the edge check."""
+        return self.pipeline().default_steps if value is None else value
 
     def stop(self, key: str = "default") -> bool:
         """Ask the run started under ``key`` to stop before its next step; False if none is running."""

@@ -78,6 +78,18 @@ def test_ship_writes_the_models_own_text_guidance(tmp_path, tiny_pipeline_dir):
     assert GenTronPipeline.from_pretrained(tiny_pipeline_dir).default_text_guidance == 7.5
 
 
+def test_ship_writes_the_models_own_step_count_and_refuses_a_bad_one(tmp_path, tiny_pipeline_dir):
+    from gentron.pipeline import GenTronPipeline
+    from gentron.training.assemble import main, ship
+
+    assert main(["ship", "--from", str(tiny_pipeline_dir), "--out", str(tmp_path / "m"), "--steps", "12"]) == 0
+    assert GenTronPipeline.from_pretrained(tmp_path / "m").default_steps == 12
+    assert GenTronPipeline.from_pretrained(tiny_pipeline_dir).default_steps == 25
+    with pytest.raises(ValueError, match="--steps must be a whole number.*got 0"):
+        ship(tiny_pipeline_dir, tmp_path / "bad", steps=0)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_ship_averages_two_runs_weight_by_weight(tmp_path, tiny_pipeline_dir):
     """``ship --average-with``: each shipped weight is the mean of the two runs' (then stored in bf16); a
     transformer of another architecture is refused with the reason."""

@@ -69,6 +69,33 @@ def test_sweeps_run_the_same_prompts_at_each_value(tmp_path, tiny_pipeline_dir, 
                  "--resolution", "32", "--steps", "2", "--n-images", "3", "--out-dir", str(out)]) == 0
     assert "| λT |" in (out / "sweep.md").read_text() and "correct: relation" in (out / "sweep.md").read_text()
 
+    out = tmp_path / "sweep_s"
+    assert main(["eval", "--suite", "sweep-steps", "--values", "1,2", "--model", str(tiny_pipeline_dir),
+                 "--resolution", "32", "--n-images", "3", "--n-videos", "2", "--out-dir", str(out)]) == 0
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["parameter"] == "steps" and [p["value"] for p in sweep["points"]] == [1, 2]
+    assert all(set(p["table"]) == {"single", "relation", "count", "video_single", "video_pair"}
+               for p in sweep["points"])
+    assert read_settings(out / "steps_1" / "v0000.mp4")["steps"] == 1
+    assert sweep["chosen"]["steps"] in (1, 2) and sweep["chosen"]["against"] == 2
+    assert "fewest steps within 2 points of 2 steps" in (out / "sweep.md").read_text()
+
+
+def test_fewest_steps_keeps_every_category_within_two_points():
+    """The default step count is the fewest whose every category (and each video's direction and frames) stays
+    within two points of the most steps'; the most steps always qualifies."""
+    from gentron.evaluation.sweep import fewest_steps
+
+    def point(steps, single, direction):
+        return {"value": steps, "table": {"single": {"correct": single, "n": 10},
+                                          "video_single": {"correct": 50.0, "direction": direction,
+                                                           "objects_every_frame": 90.0, "n": 10}}}
+
+    sweep = {"points": [point(25, 95.0, 80.0), point(4, 80.0, 80.0), point(8, 94.0, 77.0), point(12, 93.5, 78.5)]}
+    assert fewest_steps(sweep) == {"steps": 12, "against": 25, "tolerance": 2.0}  # 8 loses 3 points of direction
+    assert fewest_steps(sweep, tolerance=3.0)["steps"] == 8
+    assert fewest_steps({"points": [point(25, 95.0, 80.0)]})["steps"] == 25
+
 
 def test_sweep_values_errors_say_the_fix():
     import pytest
@@ -79,6 +106,9 @@ def test_sweep_values_errors_say_the_fix():
     assert parse_values("1, 7.5", "sweep-text") == [1.0, 7.5]
     with pytest.raises(ValueError, match="comma-separated numbers"):
         parse_values("1;2", "sweep-text")
+    assert parse_values(None, "sweep-steps") == [4, 8, 12, 16, 25] and parse_values("4,8", "sweep-steps") == [4, 8]
+    with pytest.raises(ValueError, match="whole step counts >= 1.*'4.5,8'"):
+        parse_values("4.5,8", "sweep-steps")
 
 
 @pytest.mark.slow  # end to end
@@ -141,3 +171,25 @@ def test_compare_evals_pairs_prompts(tmp_path):
         r["check"]["direction"] = i < 5
     r = mod.paired(base, other, "count", check="direction")
     assert (r["n"], r["lost"], r["won"]) == (8, 0, 1)
+
+
+def test_gallery_renders_every_prompt_and_the_motion_strengths_in_one_batch(tmp_path, tiny_pipeline):
+    """The README's pictures: every image and video prompt, one MP4 per video, and the motion prompt at each λM
+    from one batched call (one noise), its first row the λM-0 video as that prompt sampled alone."""
+    from PIL import Image
+
+    from gentron.evaluation.gallery import (IMAGE_PROMPTS, MOTION_PROMPT, MOTION_STRENGTHS, VIDEO_PROMPTS,
+                                            make_gallery)
+
+    index = make_gallery(tiny_pipeline, tmp_path, seed=3, steps=2)
+    assert [v["prompt"] for v in index["videos"]] == VIDEO_PROMPTS and len(index["images"]) == len(IMAGE_PROMPTS)
+    assert all((tmp_path / v["file"]).stat().st_size > 0 for v in index["videos"])
+    assert index["motion"] == {"prompt": MOTION_PROMPT, "seed": 3, "motion_guidance": list(MOTION_STRENGTHS)}
+    assert any("moving left" in p for p in VIDEO_PROMPTS) and any("moving right" in p for p in VIDEO_PROMPTS)
+    alone = tiny_pipeline(MOTION_PROMPT, frames=8, seed=3, num_inference_steps=2, motion_guidance=0.0).frames[0]
+    sheet = np.asarray(Image.open(tmp_path / "motion_strips.png").convert("RGB")).astype(int)
+    side = alone.shape[1]
+    assert sheet.shape[0] > len(MOTION_STRENGTHS) * 2 * side and sheet.shape[1] >= 8 * 2 * side
+    for f in range(8):  # the first row: the 8 frames at 2x, 2 px apart
+        x = f * (2 * side + 2)
+        assert np.abs(sheet[:2 * side:2, x:x + 2 * side:2] - alone[f]).max() <= 1

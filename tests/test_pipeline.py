@@ -161,6 +161,21 @@ def test_text_guidance_default_comes_from_the_model_folder(live_pipeline, tmp_pa
                           live_pipeline("a blue square", seed=5, **KW).frames)
 
 
+def test_step_count_default_comes_from_the_model_folder(live_pipeline, tmp_path):
+    """A folder may name its own sampling steps; a request without a count samples with them, one with a count
+    overrides them, and a folder naming none samples 25."""
+    pipe = GenTronPipeline(**live_pipeline.components, steps=3)
+    pipe.save_pretrained(tmp_path)
+    loaded = GenTronPipeline.from_pretrained(tmp_path)
+    assert loaded.default_steps == 3 and live_pipeline.default_steps == 25
+    steps_seen = []
+    default = loaded("a blue square", seed=5, height=32, callback=lambda i, n, _: steps_seen.append(n))
+    assert default.settings[0]["steps"] == 3 and set(steps_seen) == {3}
+    assert np.array_equal(default.frames, live_pipeline("a blue square", seed=5, height=32,
+                                                        num_inference_steps=3).frames)
+    assert loaded("a blue square", seed=5, **KW).settings[0]["steps"] == 4
+
+
 def test_ddim_eta_is_seeded_and_shared_across_motion_strengths(live_pipeline):
     """η = 0 is plain DDIM; η > 0 draws its step noise from the request's generator (a seed reproduces it), one
     noise for every λM of a comparison, as the starting noise is."""

@@ -192,7 +192,7 @@ GENERATE_BAD = [
     *[("frames", v) for v in NOT_INT], ("frames", 0), ("frames", -1), ("frames", 65),
     *[("resolution", v) for v in NOT_INT if v is not None], ("resolution", 0), ("resolution", 30),
     ("resolution", -32), ("resolution", 4096),
-    *[("steps", v) for v in NOT_INT], ("steps", 0), ("steps", 501),
+    *[("steps", v) for v in NOT_INT if v is not None], ("steps", 0), ("steps", 501),  # None: the model's own
     *[("text_guidance", v) for v in NOT_NUMBER if v is not None],  # None: the model's own λT
     *[("motion_guidance", v) for v in NOT_NUMBER],
     *[("seed", v) for v in NOT_INT if v is not None], ("seed", -1), ("seed", 2**32),
@@ -204,7 +204,7 @@ COMPARE_BAD = [
     *[("frames", v) for v in NOT_INT], ("frames", 1), ("frames", 65),
     *[("fps", v) for v in ["4", True, None, [4], NAN, INF, 0, 61]],
     *[("resolution", v) for v in (0, 30, 2.5, "32", True)],
-    *[("steps", v) for v in (0, 2.5, "2", True, None, NAN)],
+    *[("steps", v) for v in (0, 2.5, "2", True, NAN)],  # None: the model's own count
     *[("text_guidance", v) for v in NOT_NUMBER if v is not None],  # None: the model's own λT
     *[("sampler", v) for v in ("plms", 5, ["ddim"], True, "DDIM")],
     *[("seed", v) for v in (1.5, True, -1, 2**32, "0")],

@@ -1,4 +1,5 @@
-"""The README's pictures: a grid of images and strips of video frames, each labelled with its prompt and seed.
+"""The README's pictures: a grid of images, strips of video frames and one prompt at several motion strengths
+(one batched call, one noise), each labelled with its prompt and seed.
 
     python -m gentron.evaluation.gallery --out assets/examples [--model PATH]
 """
@@ -15,7 +16,8 @@ IMAGE_PROMPTS = ["a red circle", "a big blue square", "a small yellow triangle",
                  "a purple circle to the left of an orange square", "a white star above a cyan triangle",
                  "two red squares", "three yellow circles"]
 VIDEO_PROMPTS = ["a green circle growing", "a purple square shrinking", "a red circle moving right",
-                 "a green triangle moving up quickly and a white circle standing still"]
+                 "a blue square moving left", "a green triangle moving up quickly and a white circle standing still"]
+MOTION_PROMPT, MOTION_STRENGTHS = "a yellow star moving right", (0.0, 1.0, 2.0)
 
 
 def _label(tile: np.ndarray, text: str, width: int) -> Image.Image:
@@ -46,8 +48,24 @@ def _row(images: list[Image.Image], gap: int = 4) -> Image.Image:
     return out
 
 
-def make_gallery(pipe, out: Path, seed: int = 0, steps: int = 25, scale: int = 2) -> dict:
-    """Render the prompts above; writes images.png, video_strips.png, one MP4 per video and index.json."""
+def _strip(frames: np.ndarray, scale: int) -> np.ndarray:
+    """(F, H, W, 3) -> the frames side by side, scaled, 2 px apart."""
+    return np.concatenate([np.pad(f.repeat(scale, 0).repeat(scale, 1), ((0, 0), (0, 2), (0, 0)), constant_values=255)
+                           for f in frames], axis=1)
+
+
+def _sheet(rows: list[Image.Image], gap: int = 6) -> Image.Image:
+    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height + gap for r in rows)), (255, 255, 255))
+    y = 0
+    for r in rows:
+        sheet.paste(r, (0, y))
+        y += r.height + gap
+    return sheet
+
+
+def make_gallery(pipe, out: Path, seed: int = 0, steps: int | None = None, scale: int = 2) -> dict:
+    """Render the prompts above at the model's own settings (``steps`` None: its own count); writes images.png,
+    video_strips.png, motion_strips.png, one MP4 per video and index.json."""
     from ..export import save_mp4
 
     out.mkdir(parents=True, exist_ok=True)
@@ -66,18 +84,18 @@ def make_gallery(pipe, out: Path, seed: int = 0, steps: int = 25, scale: int = 2
     strips = []
     for i, prompt in enumerate(VIDEO_PROMPTS):
         result = pipe(prompt, frames=8, seed=seed + i, num_inference_steps=steps)
-        frames = result.frames[0]
-        save_mp4(frames, out / f"video_{i}.mp4", settings=result.settings[0], upscale=4)
-        strip = np.concatenate([np.pad(f.repeat(scale, 0).repeat(scale, 1), ((0, 0), (0, 2), (0, 0)),
-                                       constant_values=255) for f in frames], axis=1)
+        save_mp4(result.frames[0], out / f"video_{i}.mp4", settings=result.settings[0], upscale=4)
+        strip = _strip(result.frames[0], scale)
         strips.append(_label(strip, f"{prompt} (seed {seed + i}, frames left to right)", strip.shape[1]))
         index["videos"].append({"prompt": prompt, "seed": seed + i, "file": f"video_{i}.mp4"})
-    sheet = Image.new("RGB", (max(s.width for s in strips), sum(s.height + 6 for s in strips)), (255, 255, 255))
-    y = 0
-    for s in strips:
-        sheet.paste(s, (0, y))
-        y += s.height + 6
-    sheet.save(out / "video_strips.png")
+    _sheet(strips).save(out / "video_strips.png")
+    result = pipe(MOTION_PROMPT, frames=8, seed=seed, num_inference_steps=steps,
+                  motion_guidance=list(MOTION_STRENGTHS))
+    strips = [_strip(frames, scale) for frames in result.frames]
+    strips = [_label(strip, f"{MOTION_PROMPT}, motion guidance {m:g} (seed {seed})", strip.shape[1])
+              for strip, m in zip(strips, MOTION_STRENGTHS)]
+    _sheet(strips).save(out / "motion_strips.png")
+    index["motion"] = {"prompt": MOTION_PROMPT, "seed": seed, "motion_guidance": list(MOTION_STRENGTHS)}
     (out / "index.json").write_text(json.dumps(index, indent=1))
     return index
 

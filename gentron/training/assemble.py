@@ -132,11 +132,14 @@ def average_weights(model: GenTronTransformer, other: Path | str) -> None:
 
 def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | None = None,
          previous: Path | None = None, text_refine: Path | None = None, average_with: Path | None = None,
-         text_guidance: float | None = None) -> int:
+         text_guidance: float | None = None, steps: int | None = None) -> int:
     """Copy a pipeline folder, storing the transformer in bf16 (with the recipe's provenance from
     ``runs`` or ``previous``, see ``provenance``); returns the folder's size in bytes. ``average_with``: a
     pipeline folder whose transformer is averaged with ``src``'s first (``average_weights``). ``text_guidance``:
-    the model's own λT, written to its model_index.json (``GenTronPipeline.default_text_guidance``)."""
+    the model's own λT, written to its model_index.json (``GenTronPipeline.default_text_guidance``); ``steps``
+    likewise its own sampling steps (``GenTronPipeline.default_steps``)."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"--steps must be a whole number of sampling steps >= 1, got {steps!r}")
     record = None
     if runs is not None or previous is not None:  # read before ``out`` is replaced: previous may live there
         record = provenance(runs, stages, previous, text_refine)
@@ -151,6 +154,8 @@ def ship(src: Path, out: Path, runs: Path | None = None, stages: list[str] | Non
     pipe.transformer.to(torch.bfloat16)
     if text_guidance is not None:
         pipe.register_to_config(text_guidance=float(text_guidance))
+    if steps is not None:
+        pipe.register_to_config(steps=steps)
     pipe.save_pretrained(tmp)
     if record is not None:
         (tmp / "training.json").write_text(json.dumps(record, indent=1))
@@ -181,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="a pipeline folder whose transformer is averaged, weight by weight, with --from's")
     s.add_argument("--text-guidance", type=float, default=None,
                    help="the model's own λT, used where a request names none (default: the folder's, else 7.5)")
+    s.add_argument("--steps", type=int, default=None, help="the model's own sampling steps, used where a request "
+                   "names none (default: the folder's, else 25; python -m gentron eval --suite sweep-steps picks it)")
     args = p.parse_args(argv)
     if args.cmd == "base":
         print(json.dumps({"base": str(build_base(args.vae, args.text, args.preset, args.out, clip=args.clip, t5=args.t5))}))
     else:
         print(json.dumps({"shipped": str(args.out), "bytes": ship(args.src, args.out, args.runs, args.stage, args.previous,
                                                                     args.text_refine, args.average_with,
-                                                                    args.text_guidance)}))
+                                                                    args.text_guidance, args.steps)}))
     return 0
 
 
