@@ -122,7 +122,9 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
         if e["note"]:
             out += [e["note"] + ".", ""]
         if e["rows"]:
-            out += [f"Model: `{e['model']}`. Text encoding, 25 steps, VAE decode, and the file written by "
+            steps = e["rows"][0].get("steps", 25)
+            out += [f"Model: `{e['model']}`. Text encoding, {steps} steps (the model's own), VAE decode, and the file "
+                    "written by "
                     "`gentron.export`; medians.", "",
                     _table(["kind", "quantize", "size", "file", "pipeline s", "export s", "total s", "goal", "met?"],
                            [[r["kind"], r["quantize"], _size(r), r["format"].upper(), r["pipeline_s"], r["export_s"],
@@ -147,7 +149,8 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
                          r["theirs_compiled_compile_s"], r["compiled_vs_eager"], r["ratio_vs_eager_reference"],
                          r["ratio_both_compiled"], r["compiled_tflops"]] for r in c["rows"]]), ""]
         if c["end_to_end"]:
-            out += ["The built-in model end to end (bf16, 25 steps, to PNG / MP4), eager against compiled; the "
+            out += [f"The built-in model end to end (bf16, {c['end_to_end'][0].get('steps', 25)} steps, to PNG / MP4), "
+                    "eager against compiled; the "
                     "compiled pipeline's first call of each shape compiles:", "",
                     _table(["kind", "size", "eager s", "compiled s", "first compiled call s"],
                            [[r["kind"], _size(r), r["eager_s"], r["compiled_s"], r["first_compiled_call_s"]]

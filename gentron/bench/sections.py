@@ -260,11 +260,11 @@ def bench_quantization(grid: BenchGrid, models: Models, device: torch.device, pi
 
 # ---- section 6: end to end ----------------------------------------------------------------------
 def prompt_to_file(pipe: Any, frames: int, path: Path) -> dict[str, float]:
-    """One request as ``gentron generate`` serves it: text, 25 steps, decode, then the PNG/MP4 file."""
+    """One request as ``gentron generate`` serves it: text, the model's own steps, decode, then the PNG/MP4 file."""
     from ..export import save_result
 
     start = time.perf_counter()
-    result = pipe(PROMPT, frames=frames, height=64, num_inference_steps=25, seed=0)
+    result = pipe(PROMPT, frames=frames, height=64, seed=0)
     mid = time.perf_counter()
     save_result(result.frames[0], path, fps=4, settings=result.settings[0])
     end = time.perf_counter()
@@ -274,7 +274,7 @@ def prompt_to_file(pipe: Any, frames: int, path: Path) -> dict[str, float]:
 def bench_end_to_end(grid: BenchGrid, models: Models, device: torch.device, pipe: Any, model_name: str | None,
                      log: Callable[[str], None]) -> dict[str, Any]:
     """Prompt to file with the built-in model as loaded and in bf16 (64 px image -> PNG, 8-frame video
-    -> MP4), then one sampling step of small presets at 64 px in fp32 and bf16."""
+    -> MP4) at its own step count, then one sampling step of small presets at 64 px in fp32 and bf16."""
     from ..quantization import quantize_pipeline
 
     out: dict[str, Any] = {"model": model_name, "note": None, "rows": [], "steps": []}
@@ -296,7 +296,7 @@ def bench_end_to_end(grid: BenchGrid, models: Models, device: torch.device, pipe
                     runs = [prompt_to_file(p, frames, Path(tmp) / f"out.{ext}") for _ in range(grid.e2e_repeats)]
                     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                     out["rows"].append({"kind": kind, "quantize": quantize, "resolution": 64, "frames": frames,
-                                        "steps": 25, "format": ext, **med, "goal_s": goal,
+                                        "steps": pipe.default_steps, "format": ext, **med, "goal_s": goal,
                                         "met": med["total_s"] <= goal})
                     log(f"end to end {kind} ({quantize}): {med['total_s']:.2f} s")
     for preset in grid.small_presets:
@@ -368,7 +368,7 @@ def bench_compile(grid: BenchGrid, models: Models, device: torch.device, pipe: A
                 res = compare_seconds({"eager": lambda: prompt_to_file(eager, frames, path),
                                        "compiled": lambda: prompt_to_file(compiled, frames, path)},
                                       grid.e2e_repeats, grid.warmup, device)
-                out["end_to_end"].append({"kind": kind, "resolution": 64, "frames": frames, "steps": 25,
+                out["end_to_end"].append({"kind": kind, "resolution": 64, "frames": frames, "steps": pipe.default_steps,
                                           "eager_s": res["eager"][0], "compiled_s": res["compiled"][0],
                                           "first_compiled_call_s": first})
                 log(f"compile end to end {kind}: {res['eager'][0]:.2f} -> {res['compiled'][0]:.2f} s "

@@ -1,4 +1,4 @@
-"""Guidance sweeps: the same CompBench prompts and seeds at several λM or λT, with a plot.
+"""Sweeps: the same CompBench prompts and seeds at several λM, λT or step counts, with a plot.
 
 - ``sweep-motion``: video prompts at each λM: the dynamic degree (how much changes between frames) against
   per-frame quality (captioned objects right in every frame; colour and shape right) and direction.
@@ -10,7 +10,7 @@
 
     python -m gentron eval --suite sweep-motion --values 0,0.5,1,1.5,2 --n-videos 40 --out-dir runs/sweep_m
     python -m gentron eval --suite sweep-text --values 1,3,5,7.5,10 --n-images 90 --out-dir runs/sweep_t
-    python -m gentron eval --suite sweep-steps --values 4,8,12,16,25 --n-images 300 --n-videos 100 --out-dir runs/sweep_s
+    python -m gentron eval --suite sweep-steps --n-images 300 --n-videos 100 --out-dir runs/sweep_s
 """
 from __future__ import annotations
 
