@@ -350,31 +350,19 @@ def test_the_sampler_menu_offers_what_the_model_takes(studio, live_pipeline_dir,
     assert info.samplers == tuple(sorted(FLOW_SAMPLERS)) and info.default_sampler == "flow-euler"
 
 
-def test_the_page_and_the_studio_start_from_the_models_own_text_guidance(live_pipeline_dir, tmp_path):
+def test_the_page_and_the_studio_start_from_the_models_own_text_guidance_and_steps(live_pipeline_dir, tmp_path):
     from gentron.pipeline import GenTronPipeline
 
     pipe = GenTronPipeline.from_pretrained(live_pipeline_dir)
-    GenTronPipeline(**pipe.components, text_guidance=3.5).save_pretrained(tmp_path / "own")
+    GenTronPipeline(**pipe.components, text_guidance=3.5, steps=3).save_pretrained(tmp_path / "own")
     studio = Studio(str(tmp_path / "own"), device="cpu", outputs_dir=tmp_path / "out")
-    assert studio.info().default_text_guidance == 3.5
+    assert studio.info().default_text_guidance == 3.5 and studio.info().default_steps == 3
     demo = app.build_demo(studio)
-    sliders = [b for b in demo.blocks.values() if getattr(b, "label", None) == app.LABELS["text_guidance"]]
-    assert len(sliders) == 2 and all(s.value == 3.5 for s in sliders)  # both tabs' λT
-    api = demo.get_api_info()["named_endpoints"]["/generate"]["parameters"]
-    assert next(p for p in api if p["parameter_name"] == "text_guidance")["parameter_default"] == 3.5
-    last = list(studio.generate("a red circle", frames=1, resolution=32, steps=2))[-1]
-    assert last.result.settings["text_guidance"] == 3.5
-
-
-def test_the_page_and_the_studio_start_from_the_models_own_step_count(live_pipeline_dir, tmp_path):
-    from gentron.pipeline import GenTronPipeline
-
-    pipe = GenTronPipeline.from_pretrained(live_pipeline_dir)
-    GenTronPipeline(**pipe.components, steps=3).save_pretrained(tmp_path / "own")
-    studio = Studio(str(tmp_path / "own"), device="cpu", outputs_dir=tmp_path / "out")
-    assert studio.info().default_steps == 3
-    demo = app.build_demo(studio)
-    sliders = [b for b in demo.blocks.values() if getattr(b, "label", None) == app.LABELS["steps"]]
-    assert len(sliders) == 2 and all(s.value == 3 for s in sliders)  # both tabs' steps
+    for name, value in (("text_guidance", 3.5), ("steps", 3)):
+        sliders = [b for b in demo.blocks.values() if getattr(b, "label", None) == app.LABELS[name]]
+        assert len(sliders) == 2 and all(s.value == value for s in sliders)  # both tabs'
+        api = demo.get_api_info()["named_endpoints"]["/generate"]["parameters"]
+        assert next(p for p in api if p["parameter_name"] == name)["parameter_default"] == value
     last = list(studio.generate("a red circle", frames=1, resolution=32))[-1]
-    assert last.result.settings["steps"] == 3 and last.total == 3
+    assert last.result.settings["text_guidance"] == 3.5 and last.result.settings["steps"] == 3 and last.total == 3
+    assert list(studio.generate("a red circle", frames=1, resolution=32, steps=2))[-1].total == 2
