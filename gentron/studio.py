@@ -88,7 +88,7 @@ class ModelInfo:
     default_sampler: str  # the sampler the model's folder ships
     samplers: tuple[str, ...]  # those its objective takes (epsilon or flow)
     default_text_guidance: float  # the λT the model's folder names (a flow model wants less than the paper's 7.5)
-    default_steps: int = 25  # the sampling steps the model's folder names
+    default_steps: int  # the sampling steps the model's folder names
 
 
 log = logging.getLogger("gentron.studio")
@@ -438,7 +438,7 @@ class Studio:
         ``text_precision`` (the text towers'; None follows ``precision``): None keeps the loaded model; another
         mode reloads it only where the studio allows switching, and is refused elsewhere.
         """
-        text_guidance, steps = self._text_guidance(text_guidance), self._steps(steps)
+        text_guidance, steps = self._own("text_guidance", text_guidance), self._own("steps", steps)
         call, precision, text_precision = self._checked(dict(
             prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
             text_guidance=text_guidance, motion_guidance=motion_guidance, seed=seed, sampler=sampler, fps=fps,
@@ -467,7 +467,7 @@ class Studio:
                 precision: str | None = None, text_precision: str | None = None,
                 key: str = "default") -> Iterator[Update]:
         """One prompt, one seed, several λM in one batched call: a tiled, labelled MP4 plus one MP4 each."""
-        text_guidance, steps = self._text_guidance(text_guidance), self._steps(steps)
+        text_guidance, steps = self._own("text_guidance", text_guidance), self._own("steps", steps)
         call, precision, text_precision = self._checked(dict(
             prompt=prompt, negative_prompt=negative_prompt, frames=frames, resolution=resolution, steps=steps,
             text_guidance=text_guidance, seed=seed, sampler=sampler, fps=fps, precision=precision,
@@ -502,13 +502,10 @@ class Studio:
 
         return self._run(call, precision, text_precision, key, save)
 
-    def _text_guidance(self, value):
-        """None: the loaded model's own λT; anything else goes on to the edge check."""
-        return self.pipeline().default_text_guidance if value is None else value
-
-    def _steps(self, value):
-        """None: the loaded model's own step count; anything else goes on to the edge check."""
-        return self.pipeline().default_steps if value is None else value
+    def _own(self, name: str, value):
+        """None: the loaded model's own ``default_<name>`` (its λT, its step count); anything else goes on to the
+        edge check."""
+        return getattr(self.pipeline(), f"default_{name}") if value is None else value
 
     def stop(self, key: str = "default") -> bool:
         """Ask the run started under ``key`` to stop before its next step; False if none is running."""

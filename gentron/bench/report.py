@@ -124,8 +124,7 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
         if e["rows"]:
             steps = e["rows"][0].get("steps", 25)
             out += [f"Model: `{e['model']}`. Text encoding, {steps} steps (the model's own), VAE decode, and the file "
-                    "written by "
-                    "`gentron.export`; medians.", "",
+                    "written by `gentron.export`; medians.", "",
                     _table(["kind", "quantize", "size", "file", "pipeline s", "export s", "total s", "goal", "met?"],
                            [[r["kind"], r["quantize"], _size(r), r["format"].upper(), r["pipeline_s"], r["export_s"],
                              r["total_s"],
@@ -150,8 +149,7 @@ def write_markdown(result: dict[str, Any], plots: list[str] | None = None) -> st
                          r["ratio_both_compiled"], r["compiled_tflops"]] for r in c["rows"]]), ""]
         if c["end_to_end"]:
             out += [f"The built-in model end to end (bf16, {c['end_to_end'][0].get('steps', 25)} steps, to PNG / MP4), "
-                    "eager against compiled; the "
-                    "compiled pipeline's first call of each shape compiles:", "",
+                    "eager against compiled; the compiled pipeline's first call of each shape compiles:", "",
                     _table(["kind", "size", "eager s", "compiled s", "first compiled call s"],
                            [[r["kind"], _size(r), r["eager_s"], r["compiled_s"], r["first_compiled_call_s"]]
                             for r in c["end_to_end"]]), ""]

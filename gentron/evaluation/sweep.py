@@ -100,7 +100,7 @@ def _series(result: dict) -> dict[str, list[float]]:
         for point in result["points"]:
             for kind, row in point["table"].items():
                 for key in STEPS_KEYS:
-                    if key in row and (key == "correct" or kind in VIDEO_CATEGORIES):
+                    if key in row:  # direction and frames: video rows only
                         series.setdefault(f"{key}: {kind}", []).append(row[key])
         return series
     kinds = VIDEO_CATEGORIES if result["suite"] == "sweep-motion" else IMAGE_CATEGORIES
