@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-TEXT_CONDITIONINGS = ("cross_attention", "adaln_zero")
+TEXT_CONDITIONINGS = ("cross_attention", "adaln_zero", "cross_attention_pooled")
 TIMESTEP_MODULATIONS = ("adaln_zero", "adaln_single")
 GELU_APPROXIMATIONS = ("none", "tanh")
 
@@ -22,7 +22,9 @@ class GenTronConfig:
     num_heads: int = 16  # attention heads; hidden_size must divide by it
     mlp_hidden_size: int = 4608  # MLP width (4·D for DiT, 4 × 1664 for G/2)
     text_dim: int = 4096  # width of the text encoder's token embeddings (CLIP+T5 concatenated)
-    text_conditioning: str = "cross_attention"  # paper's ablation: cross_attention beats adaln_zero
+    text_conditioning: str = "cross_attention"  # paper's ablation: cross_attention beats adaln_zero;
+    #   cross_attention_pooled keeps cross-attention and adds the pooled text to adaLN's timestep too (a multiplicative
+    #   path from the words to every token's scale and shift)
     timestep_modulation: str = "adaln_zero"  # DiT's per-block adaLN-Zero, or PixArt's adaln_single
     temporal: bool = False  # temporal self-attention in every block: the T2V model
     gelu_approximate: str = "none"  # exact GELU is 4x faster in bf16 on CPU; PixArt weights want tanh
@@ -72,7 +74,17 @@ class GenTronConfig:
     def tabulated_modulation(self) -> bool:
         """Whether every block's adaLN modulation depends on the timestep alone (DiT's adaLN-Zero, with the text in
         cross-attention rather than pooled into it), so ``GenTronTransformer.prepare`` can tabulate it per request."""
-        return self.timestep_modulation == "adaln_zero" and self.text_conditioning == "cross_attention"
+        return self.timestep_modulation == "adaln_zero" and not self.pools_text
+
+    @property
+    def cross_attends(self) -> bool:
+        """Whether every block reads the text tokens by cross-attention."""
+        return self.text_conditioning in ("cross_attention", "cross_attention_pooled")
+
+    @property
+    def pools_text(self) -> bool:
+        """Whether the mean of the text tokens joins the timestep in adaLN."""
+        return self.text_conditioning in ("adaln_zero", "cross_attention_pooled")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -106,7 +106,7 @@ class GenTronBlock(nn.Module):
         self.rope_rate = nn.Parameter(torch.ones(cfg.num_heads)) if cfg.rope else None
         self.temporal = TemporalAttention(d, cfg.num_heads) if cfg.temporal else None
         self.cross = None
-        if cfg.text_conditioning == "cross_attention":
+        if cfg.cross_attends:
             self.norm_cross = nn.LayerNorm(d, eps=1e-6) if cfg.cross_attention_norm else nn.Identity()
             self.cross = Attention(d, cfg.num_heads, context_dim=d)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
@@ -183,7 +183,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         # PixArt's caption projection: text width -> model width, shared by every block.
         self.text_proj = Mlp(cfg.text_dim, d, cfg.gelu_approximate)
         self.text_proj.fc2 = nn.Linear(d, d)
-        if cfg.text_conditioning == "adaln_zero":  # pooled text joins the timestep in adaLN
+        if cfg.pools_text:  # pooled text joins the timestep in adaLN
             self.pooled_text_embedder = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         if cfg.frame_embedding:
             self.frame_embedder = nn.Linear(d, d)
@@ -305,7 +305,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
         rows, shared = (None, False) if table is None else _table_rows(table.timesteps, timestep)
         t = self.t_embedder(timestep) if rows is None else table.embeddings[rows]  # (B, D)
         c = t
-        if cfg.text_conditioning == "adaln_zero":
+        if cfg.pools_text:
             m = text.mask[:, 0, 0, :, None].to(text.tokens.dtype)
             c = c + self.pooled_text_embedder((text.tokens * m).sum(1) / m.sum(1).clamp(min=1))
         c_blocks = self.t_block(c) if cfg.timestep_modulation == "adaln_single" else c
@@ -335,7 +335,7 @@ class GenTronTransformer(ModelMixin, ConfigMixin):
             text_mask = torch.ones(text.shape[:2], dtype=torch.bool, device=text.device)
         tokens = self.text_proj(text.to(self.x_embedder.weight.dtype))  # (B, L, D)
         kv = ()
-        if keys_values and self.cfg.text_conditioning == "cross_attention":
+        if keys_values and self.cfg.cross_attends:
             kv = tuple(block.cross.keys_values(tokens) for block in self.blocks)
         table = None if timesteps is None else self._timestep_table(timesteps.reshape(-1))
         return Prepared(tokens, text_mask.bool()[:, None, None, :], kv, table)

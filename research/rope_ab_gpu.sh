@@ -27,4 +27,4 @@ for arm in base rope; do
   echo "== $arm"; cat "$DEST/$arm/eval/table.md"
 done
 python research/travel_heading.py "$DEST/base/eval" "$DEST/rope/eval"
-python scripts/compare_evals.py "$DEST/base/eval" "$DEST/rope/eval"
+python -m gentron.evaluation.paired "$DEST/base/eval" "$DEST/rope/eval"

@@ -35,7 +35,8 @@ def test_mfg_batched_and_separate_compute_the_same_and_are_both_timed():
 
 @pytest.mark.parametrize("overrides", [dict(temporal=False), dict(temporal=True),
                                        dict(temporal=True, timestep_modulation="adaln_single"),
-                                       dict(text_conditioning="adaln_zero")])
+                                       dict(text_conditioning="adaln_zero"),
+                                       dict(text_conditioning="cross_attention_pooled")])
 @pytest.mark.parametrize("shape", [Shape("image", 32), Shape("video", 32, 4)], ids=["image", "video"])
 def test_analytic_flops_equal_torch_flop_counter(overrides, shape):
     model = _tiny(**overrides)
@@ -62,7 +63,8 @@ def test_flops_by_hand_for_one_linear_and_one_attention():
 
 
 @pytest.mark.parametrize("overrides", [dict(temporal=True), dict(timestep_modulation="adaln_single"),
-                                       dict(text_conditioning="adaln_zero")])
+                                       dict(text_conditioning="adaln_zero"),
+                                       dict(text_conditioning="cross_attention_pooled")])
 def test_prepare_flops_are_what_prepare_counts(overrides):
     model = _tiny(**overrides)
     shape = Shape("image", 32)

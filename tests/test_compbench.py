@@ -147,13 +147,9 @@ def test_heldout_loss_is_paired_and_sees_the_text(tmp_path, tiny_pipeline_dir, c
     assert summarise_losses(losses)["loss"] == float(losses["loss"].double().mean())
 
 
-def test_compare_evals_pairs_prompts(tmp_path):
-    import importlib.util
-    from pathlib import Path
+def test_paired_comparison_pairs_prompts(tmp_path, capsys):
+    from gentron.evaluation import paired as mod
 
-    spec = importlib.util.spec_from_file_location("compare_evals", Path(__file__).parent.parent / "scripts" / "compare_evals.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
     row = lambda i, kind, ok: {"id": i, "check": {"kind": kind, "correct": ok}}  # noqa: E731
     base = {f"c{i}": row(f"c{i}", "count", i < 6) for i in range(10)}
     other = {f"c{i}": row(f"c{i}", "count", 2 <= i < 7) for i in range(10)}  # lost c0, c1; won c6
@@ -171,6 +167,13 @@ def test_compare_evals_pairs_prompts(tmp_path):
         r["check"]["direction"] = i < 5
     r = mod.paired(base, other, "count", check="direction")
     assert (r["n"], r["lost"], r["won"]) == (8, 0, 1)
+    for name, rows in (("base", base), ("other", other)):  # the command reads two runs' folders
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"results": list(rows.values())}))
+    assert mod.main([str(tmp_path / "base"), str(tmp_path / "other")]) == 0
+    assert "| count | 10 | 60 | 50 | -10 ± " in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        mod.main([str(tmp_path / "base")])  # an odd number of folders names no pair
 
 
 def test_gallery_renders_every_prompt_and_the_motion_strengths_in_one_batch(tmp_path, tiny_pipeline):

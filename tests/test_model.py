@@ -50,7 +50,7 @@ def test_one_frame_temporal_attention_is_the_full_computation():
         assert torch.allclose(layer(x, 1, frame_pos, torch.zeros(6, dtype=torch.bool)), full, atol=1e-6)
 
 
-@pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero"])
+@pytest.mark.parametrize("text_conditioning", ["cross_attention", "adaln_zero", "cross_attention_pooled"])
 @pytest.mark.parametrize("modulation", ["adaln_zero", "adaln_single"])
 def test_t2v_from_t2i_reproduces_every_frame(text_conditioning, modulation):
     image = _randomise(GenTronTransformer.from_preset("tiny", text_conditioning=text_conditioning,
@@ -89,6 +89,26 @@ def test_motion_switch_is_per_sample():
     assert torch.allclose(mixed[0], on[0], atol=1e-6) and torch.allclose(mixed[1], off[1], atol=1e-6)
 
 
+def test_pooled_text_beside_cross_attention_is_an_added_path():
+    """cross_attention_pooled is cross-attention plus the pooled caption in adaLN: with the pooled path's output
+    zeroed it computes exactly what the cross-attention model with the same weights does, and live, the caption
+    moves every block's modulation too."""
+    pooled = _randomise(GenTronTransformer.from_preset("tiny", temporal=True,
+                                                        text_conditioning="cross_attention_pooled")).eval()
+    plain = GenTronTransformer.from_preset("tiny", temporal=True).eval()
+    missing, unexpected = plain.load_state_dict(pooled.state_dict(), strict=False)
+    assert not missing and all(k.startswith("pooled_text_embedder.") for k in unexpected) and unexpected
+    x, t, text, mask = _inputs(f=3)
+    with torch.no_grad():
+        live = pooled(x, t, text, mask)
+        c_live = pooled.conditioning(t, pooled.prepare(text, mask), 3).blocks
+        pooled.pooled_text_embedder[-1].weight.zero_()
+        pooled.pooled_text_embedder[-1].bias.zero_()
+        assert torch.allclose(pooled(x, t, text, mask), plain(x, t, text, mask), atol=1e-6)
+        c_off = pooled.conditioning(t, pooled.prepare(text, mask), 3).blocks
+    assert (live - plain(x, t, text, mask)).abs().max() > 1e-4 and (c_live - c_off).abs().max() > 1e-3
+
+
 def test_text_padding_mask_polarity():
     """Tokens under a False mask must not matter; tokens under True must."""
     model = _randomise(GenTronTransformer.from_preset("tiny")).eval()
@@ -103,6 +123,7 @@ def test_text_padding_mask_polarity():
 
 
 @pytest.mark.parametrize("overrides", [dict(), dict(text_conditioning="adaln_zero"),
+                                       dict(text_conditioning="cross_attention_pooled"),
                                        dict(timestep_modulation="adaln_single")])
 def test_request_prepared_once_gives_the_same_noise(overrides):
     """A sampler prepares a request once: the caption projection, each block's keys and values, and the timestep
@@ -112,7 +133,7 @@ def test_request_prepared_once_gives_the_same_noise(overrides):
     steps = torch.tensor([999, 751, int(t[0]), 250, int(t[1]), 1])
     with torch.no_grad():
         prepared = model.prepare(text, mask, timesteps=steps)
-        assert len(prepared.keys_values) == (0 if overrides.get("text_conditioning") else 2)
+        assert len(prepared.keys_values) == (0 if overrides.get("text_conditioning") == "adaln_zero" else 2)
         assert (prepared.timesteps.modulations is None) == bool(overrides)  # tabulated for GenTron's own blocks
         for step_t in (t, t.flip(0), steps[:2], steps[1:2].expand(2)):  # the last: one shared row, fused adaLN
             for motion in (torch.tensor([True, False]), None):

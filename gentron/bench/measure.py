@@ -178,7 +178,7 @@ def prepare_flops(cfg: GenTronConfig, batch: int, text_len: int, steps: int = ST
     layer's adaLN-Zero modulation where they are tabulated)."""
     d = cfg.hidden_size
     macs = batch * text_len * (cfg.text_dim * d + d * d)
-    if cfg.text_conditioning == "cross_attention":
+    if cfg.cross_attends:
         macs += cfg.depth * batch * text_len * 2 * d * d
     macs += steps * (256 * d + d * d)
     if cfg.tabulated_modulation:
@@ -198,7 +198,7 @@ def transformer_flops(cfg: GenTronConfig, batch: int, frames: int, grid_h: int, 
     tokens = bf * n
     tabulated = cfg.tabulated_modulation
     macs = tokens * cfg.in_channels * cfg.patch_size**2 * d  # patch embedding, a strided convolution
-    if cfg.text_conditioning == "adaln_zero":
+    if cfg.pools_text:
         macs += batch * 2 * d * d  # pooled-text MLP
     if cfg.timestep_modulation == "adaln_single":
         macs += batch * 6 * d * d  # the shared t_block
@@ -209,7 +209,7 @@ def transformer_flops(cfg: GenTronConfig, batch: int, frames: int, grid_h: int, 
         block += tokens * 2 * d * d
     elif cfg.temporal:
         block += tokens * 4 * d * d + 2 * batch * n * frames * frames * d  # attention over the frames of a patch
-    if cfg.text_conditioning == "cross_attention":
+    if cfg.cross_attends:
         block += tokens * 2 * d * d + 2 * tokens * text_len * d  # q and out; QKᵀ and AV (k, v: prepare_flops)
     block += tokens * 2 * d * cfg.mlp_hidden_size
     macs += cfg.depth * block

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .compbench import IMAGE_CATEGORIES, VIDEO_CATEGORIES
+from .paired import paired_gap
 
 # the image score: T2I-CompBench averages its sub-categories; ours are each category's checks
 IMAGE_CHECKS = {"single": ("correct", "attribute", "colour", "shape"),
@@ -118,13 +119,6 @@ def _training(run: Path) -> dict:
         model = GenTronTransformer.from_config(json.loads(cfg.read_text()))
         out["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     return out
-
-
-def paired_gap(a: list[float], b: list[float]) -> tuple[float, float]:
-    """Mean of a - b over paired samples, and its standard error."""
-    diffs = [x - y for x, y in zip(a, b)]
-    mean = sum(diffs) / len(diffs)
-    return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / max(len(diffs) - 1, 1) / len(diffs))
 
 
 def add_paired_gaps(ablation: Ablation, rows: list[dict]) -> None:

@@ -23,8 +23,9 @@ class TrainConfig:
     #   and text towers stay frozen; "random:PRESET" builds random ones (gentron.factory) for tests and scratch runs
     transformer_preset: str | None = None  # set to train a fresh transformer of this preset on init_from's
     #   VAE and text towers (init_from is then only "a base pipeline folder for components")
-    text_conditioning: str | None = None  # with transformer_preset: "cross_attention" (the paper's choice) or
-    #   "adaln_zero" (pooled text joins the timestep); null keeps the preset's. The paper's first ablation
+    text_conditioning: str | None = None  # with transformer_preset: "cross_attention" (the paper's choice),
+    #   "adaln_zero" (pooled text joins the timestep) or "cross_attention_pooled" (both); null keeps the preset's.
+    #   The paper's first ablation
     text_encoders: str | None = None  # keep only these of init_from's towers: "clip", "t5" or "clip+t5" (null =
     #   all it has); with transformer_preset, the fresh transformer reads their width. The text-encoder ablation
     to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
