@@ -1,71 +1,108 @@
-"""The ablation report: it reads each run's CompBench table, weighs gaps against their noise, and says
-plainly when our result agrees with the paper, disagrees, or cannot tell."""
+"""The claims report: it pairs the arms of a claim prompt by prompt, weighs the gap against its 95% interval, and
+says plainly when our result agrees with the claim, disagrees, or cannot tell (and how many prompts would)."""
 import json
 
 import pytest
 
-from gentron.evaluation.ablations import ABLATIONS, main, standard_error, verdict
+from gentron.evaluation.ablations import ABLATIONS, collect, decide, main, prompt_scores, verdict
+
+CATEGORIES = ("single", "relation", "count")
 
 
-def image_table(correct: float, n: int = 40) -> dict:
-    row = {"correct": correct, "attribute": correct, "colour": correct, "shape": correct, "dynamic_degree": 0.0,
-           "n": n}
-    return {"single": row, "relation": {**row, "spatial": correct}, "count": row}
+def image_results(right: int, n: int = 30) -> list[dict]:
+    """n prompts a category; the first ``right`` of each are right."""
+    return [{"id": f"{kind[0]}{i}", "kind": kind,
+             "check": {"kind": kind, "correct": i < right, "attribute": i < right, "spatial": i < right,
+                       "dynamic_degree": 0.0}}
+            for kind in CATEGORIES for i in range(n)]
 
 
-def video_table(score: float, n: int = 20) -> dict:
-    row = {k: score for k in ("correct", "attribute", "direction", "objects_every_frame", "temporal_consistency")}
-    return {kind: {**row, "dynamic_degree": 0.05, "n": n} for kind in ("video_single", "video_pair")}
+def video_results(right: int, n: int = 30, moved: float = 0.05) -> list[dict]:
+    return [{"id": f"v{kind[6]}{i}", "kind": kind,
+             "check": {"kind": kind, "correct": i < right, "attribute": i < right, "direction": i < right,
+                       "objects_every_frame": i < right, "temporal_consistency": True,
+                       "dynamic_degree": moved + 0.001 * i}} for kind in ("video_single", "video_pair")
+            for i in range(n)]
 
 
-def write_run(root, run, table, eval_dir="eval", losses=None, video=False):
+def write_run(root, run, results, eval_dir="eval", losses=None, video=False):
+    from gentron.evaluation.compbench import summarise
+
     (root / run / eval_dir).mkdir(parents=True, exist_ok=True)
     if losses is not None:
         (root / run / "loss").mkdir(exist_ok=True)
-        held = {"loss": sum(losses) / len(losses), "loss_se": 0.001, "text_gain": 0.1, "per_sample": {"loss": losses}}
+        held = {"loss": sum(losses) / len(losses), "per_sample": {"loss": losses}}
         (root / run / "loss" / "loss.json").write_text(json.dumps({"videos" if video else "images": held}))
-    (root / run / eval_dir / "results.json").write_text(json.dumps({"table": table}))
+    table = summarise(results)
+    (root / run / eval_dir / "results.json").write_text(json.dumps({"table": table, "results": results}))
     (root / run / "loss.jsonl").write_text("".join(json.dumps({"step": 10 * i, "loss": 0.1 / i, "seconds": i})
                                                    + "\n" for i in range(1, 7)))
 
 
-def test_standard_error_shrinks_with_prompts_and_is_never_zero():
-    assert standard_error(50, 400) < standard_error(50, 40)
-    assert standard_error(0, 40) > 0 and standard_error(100, 40) > 0
+def test_a_prompt_scores_the_mean_of_its_categorys_checks():
+    results = video_results(1, n=2)
+    results[1]["check"]["direction"] = True  # every frame wrong, direction right: half
+    assert prompt_scores(results, ABLATIONS[-1].checks) == {"vs0": 100.0, "vs1": 100.0}  # direction alone
+    both = prompt_scores(results, (("video_single", ("objects_every_frame", "direction")),))
+    assert both == {"vs0": 100.0, "vs1": 50.0}
 
 
-def test_report_verdicts(tmp_path, capsys):
-    scores = {"t2i_adaln_clip_t5": 10, "t2i_cross_clip_t5": 40,  # cross-attention far ahead: agrees
-              "t2i_cross_clip": 39, "t2i_cross_t5": 20,  # CLIP alone close to CLIP+T5: within noise
-              "t2i_cross_clip_t5_xs": 70}  # the smaller model far ahead: disagrees
+def test_decide_weighs_the_gap_against_its_interval():
+    assert decide(5.0, 2.0, 100) == ("agrees", "")
+    assert decide(-5.0, 2.0, 100) == ("disagrees", "")
+    word, why = decide(1.0, 2.0, 100)  # a quarter of the interval's width squared: four times the prompts
+    assert word == "cannot tell" and "about 400 prompts" in why
+    assert decide(0.0, 0.0, 100) == ("cannot tell", "no gap on these prompts")
+
+
+def test_report_verdicts_and_collect(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    right = {"t2i_adaln": 5, "t2i_ref": 25,  # cross-attention far ahead: agrees
+             "t2i_clip": 24, "t2i_t5": 10,  # CLIP alone one prompt a category behind: cannot tell
+             "t2i_s": 28, "t2i_s_deep": 10}  # the biggest model far behind the smaller ones: disagrees
     base = [0.10, 0.12, 0.08, 0.11, 0.09, 0.10, 0.13, 0.07]
-    losses = {"t2i_adaln_clip_t5": [x + 0.02 for x in base],  # worse on every sample: agrees
-              "t2i_cross_clip_t5": base,
-              "t2i_cross_clip": [x - 0.01 for x in base],  # better on every sample: disagrees
-              "t2i_cross_t5": [x + 0.03 for x in base],
-              "t2i_cross_clip_t5_xs": [x + (0.01 if i % 2 else -0.01) for i, x in enumerate(base)]}  # noise
-    for run, s in scores.items():
-        write_run(tmp_path, run, image_table(s), losses=losses[run])
-    write_run(tmp_path, "t2v_videos_only", video_table(30))
-    write_run(tmp_path, "t2v_motion_free", video_table(30))
-    assert main([str(tmp_path), "--out", str(tmp_path / "docs" / "ablations.md")]) == 0  # one MFG eval missing
-    text = (tmp_path / "docs" / "ablations.md").read_text()
-    assert (tmp_path / "docs" / "ablations.png").stat().st_size > 5000 and "![ablations](ablations.png)" in text
-    sections = text.split("## ")[1:]
-    assert "CompBench: agrees with the paper: cross-attention 40.0 vs adaLN-Zero 10.0" in sections[0]
-    assert "within noise: CLIP+T5 40.0 vs CLIP 39.0" in sections[1]
-    assert "disagrees with the paper: S/2 40.0 vs XS/2 70.0" in sections[2]
-    assert "not run yet" in sections[3]
-    assert "held-out loss: agrees with the paper: cross-attention 0.10000 vs adaLN-Zero 0.12000" in sections[0]
-    assert "held-out loss: disagrees with the paper: CLIP+T5 0.10000 vs CLIP 0.09000" in sections[1]
-    assert "held-out loss: within noise: S/2" in sections[2]
-    assert "held-out loss: not measured yet" in sections[3]
-    assert "| adaLN-Zero | 10.0 ±" in sections[0]
-    assert "| 0.0290 |" in sections[0]  # the final training loss: the mean of the last 5 log lines
-    assert "Text conditioning" in capsys.readouterr().out
+    losses = {"t2i_adaln": [x + 0.02 for x in base], "t2i_ref": base, "t2i_clip": [x - 0.01 for x in base],
+              "t2i_t5": [x + 0.03 for x in base], "t2i_s": base, "t2i_s_deep": [x - 0.02 for x in base]}
+    for run, r in right.items():
+        write_run(runs, run, image_results(r), losses=losses[run])
+    write_run(runs, "t2v_videos_only", video_results(10), video=True)
+    write_run(runs, "t2v_ref", video_results(20), video=True)  # λM 1.3 not evaluated yet
+    for value in (1.0, 1.3, 2.0):  # the motion curve: more motion above λM 1, on every video
+        write_run(runs, "t2v_ref", video_results(20, moved=0.05 * value), f"sweep_motion/motion_guidance_{value:g}")
+    (runs / "t2v_ref" / "sweep_motion" / "sweep.json").write_text(json.dumps({
+        "suite": "sweep-motion", "parameter": "motion_guidance", "values": [1.0, 1.3, 2.0], "seed": 8, "n_images": 0,
+        "n_videos": 60, "points": [{"value": v, "table": json.loads(
+            (runs / "t2v_ref" / "sweep_motion" / f"motion_guidance_{v:g}" / "results.json").read_text())["table"]}
+            for v in (1.0, 1.3, 2.0)]}))
+    (runs / "t2i_ref" / "eval" / "i0000.png").write_bytes(b"not copied")
+
+    collected = tmp_path / "collected"
+    assert main(["collect", str(runs), str(collected)]) == 0
+    assert not (collected / "t2i_ref" / "eval" / "i0000.png").exists()
+    assert (collected / "t2v_ref" / "sweep_motion" / "motion_guidance_1.3" / "results.json").is_file()
+    assert len(collect(runs, tmp_path / "again")) == json.loads(capsys.readouterr().out)["copied"]
+
+    out = tmp_path / "docs" / "ablations.md"
+    assert main(["report", str(collected), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert (tmp_path / "docs" / "ablations.png").stat().st_size > 5000 and "![claims](ablations.png)" in text
+    assert (tmp_path / "docs" / "ablations_motion.png").is_file()
+    summary = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert summary["Text conditioning"].endswith("| agrees |")
+    assert "| cannot tell (a gap this size needs about" in summary["Text encoder"]
+    assert "against CLIP" in summary["Text encoder"]
+    assert summary["Scale"].endswith("| disagrees |") and "against S/2 " in summary["Scale"]
+    assert summary["Motion-free guidance"].endswith("| not run yet |")
+    assert summary["λM sets how much things move"].endswith("| agrees |")
+    sections = {s.split("\n")[0]: s for s in text.split("## ")[1:]}
+    assert "**Held-out loss: agrees**" in sections["Text conditioning"]
+    assert "**Held-out loss: disagrees**: -0.01000" in sections["Text encoder"]
+    assert "| adaLN-Zero | 16.7 | 16.7 | 16.7 | 16.7 | 0.12000 |" in sections["Text conditioning"]
+    with pytest.raises(SystemExit):
+        main(["report", str(tmp_path / "missing")])
 
 
-def test_verdict_needs_every_variant():
-    assert verdict(ABLATIONS[0], []) == "not run yet"
-    with pytest.raises(StopIteration):  # a variant list without the paper's winner is a programming error
-        verdict(ABLATIONS[0], [{"label": "x", "score": 1, "se": 1}, {"label": "y", "score": 1, "se": 1}])
+def test_verdict_needs_every_arm():
+    assert verdict(ABLATIONS[0], []) == {"verdict": "not run yet"}
+    with pytest.raises(StopIteration):  # rows without the claimed winner are a programming error
+        verdict(ABLATIONS[0], [{"label": "x", "scores": {}}, {"label": "y", "scores": {}}])

@@ -236,6 +236,12 @@ def test_ablation_fields_build_the_asked_model(init_dir, tmp_path):
     assert trained("a red circle", height=RES, num_inference_steps=2).frames.shape == (1, 1, RES, RES, 3)
     with pytest.raises(ValueError, match="set transformer_preset too"):
         TrainConfig(text_conditioning="adaln_zero").validate()
+    deeper = tiny("tiny_t2i", init_dir, tmp_path / "deep", steps=1, transformer_preset="tiny", transformer_depth=3)
+    assert GenTronPipeline.from_pretrained(train(deeper, make_data(4, frames=1))).transformer.config.depth == 3
+    with pytest.raises(ValueError, match="transformer_depth must be a positive whole number"):
+        TrainConfig(transformer_preset="tiny", transformer_depth=0).validate()
+    with pytest.raises(ValueError, match="transformer_depth changes a fresh transformer only"):
+        TrainConfig(transformer_depth=4).validate()
     with pytest.raises(ValueError, match="text_encoders must be one of"):
         TrainConfig(text_encoders="clip+bert").validate()
     only_clip = tiny("tiny_t2i", init_dir, tmp_path / "run2", transformer_preset="tiny", text_encoders="clip")

@@ -26,6 +26,8 @@ class TrainConfig:
     text_conditioning: str | None = None  # with transformer_preset: "cross_attention" (the paper's choice),
     #   "adaln_zero" (pooled text joins the timestep) or "cross_attention_pooled" (both); null keeps the preset's.
     #   The paper's first ablation
+    transformer_depth: int | None = None  # with transformer_preset: its number of blocks (null keeps the preset's).
+    #   The scale ablation's deeper arm
     text_encoders: str | None = None  # keep only these of init_from's towers: "clip", "t5" or "clip+t5" (null =
     #   all it has); with transformer_preset, the fresh transformer reads their width. The text-encoder ablation
     to_video: bool = False  # build the T2V model from the T2I init with .to_video(): zero-init temporal layers
@@ -212,6 +214,12 @@ class TrainConfig:
              f"text_encoders must be one of {TEXT_ENCODERS} or null, got {self.text_encoders!r}")
         need(self.text_conditioning is None or self.transformer_preset is not None,
              "text_conditioning changes a fresh transformer only: set transformer_preset too (e.g. 'S/2')")
+        need(self.transformer_depth is None or (isinstance(self.transformer_depth, int)
+                                                and not isinstance(self.transformer_depth, bool)
+                                                and self.transformer_depth > 0),
+             f"transformer_depth must be a positive whole number or null, got {self.transformer_depth!r}")
+        need(self.transformer_depth is None or self.transformer_preset is not None,
+             "transformer_depth changes a fresh transformer only: set transformer_preset too (e.g. 'S/2')")
         if self.init_from.startswith("random:"):
             from ..config import PRESETS
             preset = self.init_from.split(":", 1)[1]

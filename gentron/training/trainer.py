@@ -211,6 +211,8 @@ def build_transformer(cfg: TrainConfig, pipe: GenTronPipeline) -> GenTronTransfo
     if cfg.transformer_preset is not None:
         text_dim = sum(t.dim for t in pipe.towers)
         overrides = {"text_conditioning": cfg.text_conditioning} if cfg.text_conditioning else {}
+        if cfg.transformer_depth is not None:
+            overrides["depth"] = cfg.transformer_depth
         transformer = GenTronTransformer.from_preset(cfg.transformer_preset, text_dim=text_dim,
                                                      in_channels=pipe.vae.config.latent_channels, rope=cfg.rope,
                                                      **overrides)
