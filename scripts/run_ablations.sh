@@ -5,6 +5,8 @@
 # checkpoint, a finished evaluation is not redone, so rerun this after any stop.
 #   bash scripts/run_ablations.sh                                   # every arm, in the order below
 #   ONLY="t2i_ref t2i_s" bash scripts/run_ablations.sh              # some arms (their parents must exist)
+#   PAIRS=1 bash scripts/run_ablations.sh    # two arms at a time, one thread each: on 2 cores an XS/2 arm keeps
+#                                            # about one busy, so a pair trains in the time of one (docs/evaluation.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY=PASSIVE PYTHONPATH=.
@@ -22,7 +24,8 @@ evaluate() {  # arm out_dir extra-args...
       --out-dir "$out" "$@"
   fi
 }
-for arm in ${ONLY:-$T2I $T2V}; do
+run_arm() {  # train, then judge, one arm
+  local arm=$1
   if [[ ! -d $RUNS/$arm/final ]]; then
     python -m gentron train --config "configs/ablations/$arm.yaml"
   fi
@@ -41,6 +44,21 @@ for arm in ${ONLY:-$T2I $T2V}; do
       python -m gentron eval --model "$RUNS/$arm/final" --suite sweep-motion --values 0,0.5,1,1.3,1.5,2,3 \
         --n-videos "$CURVE_VIDEOS" --seed 8 --text-guidance "$TEXT_GUIDANCE" --out-dir "$RUNS/$arm/sweep_motion"
     fi
+  fi
+}
+arms=(${ONLY:-$T2I $T2V})
+i=0
+while (( i < ${#arms[@]} )); do
+  a=${arms[i]} b=${arms[i+1]:-}
+  # pairs of one kind only: a T2V arm starts from a T2I arm, and every T2I arm comes first
+  if [[ ${PAIRS:-0} == 1 && -n $b && ${a%%_*} == "${b%%_*}" ]]; then
+    OMP_NUM_THREADS=1 run_arm "$a" & pa=$!
+    OMP_NUM_THREADS=1 run_arm "$b" & pb=$!
+    wait $pa && wait $pb
+    i=$((i + 2))
+  else
+    run_arm "$a"
+    i=$((i + 1))
   fi
 done
 python -m gentron.evaluation.ablations collect "$RUNS" docs/ablations
