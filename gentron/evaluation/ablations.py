@@ -18,12 +18,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compbench import IMAGE_CATEGORIES, VIDEO_CATEGORIES
 from .paired import paired_gap
 
 Z95 = 1.96
-IMAGE_CHECKS = {"single": ("correct",), "relation": ("correct",), "count": ("correct",)}
-VIDEO_CHECKS = {"video_single": ("objects_every_frame", "direction"),
-                "video_pair": ("objects_every_frame", "direction")}
 COLLECTED = ("loss.jsonl", "config.yaml", "final/transformer/config.json", "loss/loss.json",
              "eval*/results.json", "sweep_motion/sweep.json", "sweep_motion/*/results.json")
 
@@ -45,7 +43,7 @@ class Ablation:
     measure: str  # what the score is, in words
 
 
-IMAGES = tuple(IMAGE_CHECKS.items())
+IMAGES = tuple((kind, ("correct",)) for kind in IMAGE_CATEGORIES)  # every image category, by its full check
 IMAGES_RIGHT = "images right (single, relation, count)"
 REF = "t2i_ref"  # the reference arm: cross-attention on CLIP+T5 at XS/2, shift 8; every other T2I arm differs from
 #   it in one field
@@ -175,10 +173,11 @@ def motion_curve(root: Path, run: str = "t2v_ref") -> dict | None:
     for value in sweep["values"]:
         res = root / run / "sweep_motion" / f"motion_guidance_{value:g}" / "results.json"
         per_value[value] = {r["id"]: r["check"]["dynamic_degree"] for r in json.loads(res.read_text())["results"]}
-    base = per_value.get(1.0)
+    if 1.0 not in per_value or max(per_value) <= 1.0:
+        raise ValueError(f"the motion curve needs λM 1 and a value above it, got {sweep['values']} in {path}")
+    base, ids = per_value[1.0], sorted(per_value[1.0])
     steps = []
-    for value in (v for v in sweep["values"] if v > 1.0 and base is not None):
-        ids = sorted(base)
+    for value in (v for v in sweep["values"] if v > 1.0):
         gap, se = paired_gap([per_value[value][i] for i in ids], [base[i] for i in ids])
         steps.append({"value": value, "gap": gap, "ci95": Z95 * se, "n": len(ids)})
     return {"sweep": sweep, "from_1": steps}
@@ -196,12 +195,13 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]], dict | N
         summary.append(f"| {ab.title} | {ab.claim} | {numbers} | {interval} | {v['verdict']}"
                        + (f" ({v['why']})" if v.get("why") else "") + " |")
         counted = f", % of {rows[0]['n']} prompts" if rows else ""
-        sections += [f"## {ab.title}", "", f"{ab.claim}. Score: {ab.measure}{counted}.", "", f"**CompBench: {v['verdict']}**" + (f": {interval}" if "gap" in v else "")
+        sections += [f"## {ab.title}", "", f"{ab.claim}. Score: {ab.measure}{counted}.", "",
+                     f"**CompBench: {v['verdict']}**" + (f": {interval}" if "gap" in v else "")
                      + (f"; {v['why']}" if v.get("why") else "") + ".", "",
                      f"**Held-out loss: {lv['verdict']}**" + (f": {lv['gap']:+.5f} ± {lv['ci95']:.5f} against "
                                                              f"{lv['rival']}" if "gap" in lv else "") + ".", ""]
         if rows:
-            cats = [k for k in ("single", "relation", "count", "video_single", "video_pair") if k in rows[0]["table"]]
+            cats = [k for k in IMAGE_CATEGORIES + VIDEO_CATEGORIES if k in rows[0]["table"]]
             head = ["arm", "score"] + [f"{k}: {c}" for k in cats for c in _shown(k)] + [
                 "held-out loss", "params (M)", "steps", "train s"]
             sections += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -222,8 +222,8 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]], dict | N
             "", "| claim | said | arms | paired gap (95%) | verdict |", "|---|---|---|---|---|", *summary]
     if curve is not None:
         rises = "; ".join(f"λM {s['value']:g}: {s['gap']:+.4f} ± {s['ci95']:.4f}" for s in curve["from_1"])
-        word = "agrees" if all(s["gap"] > s["ci95"] for s in curve["from_1"]) else \
-            "disagrees" if any(s["gap"] < -s["ci95"] for s in curve["from_1"]) else "cannot tell"
+        words = [decide(s["gap"], s["ci95"], s["n"])[0] for s in curve["from_1"]]
+        word = "disagrees" if "disagrees" in words else "agrees" if set(words) == {"agrees"} else "cannot tell"
         head.append(f"| λM sets how much things move | Paper: more motion as λM grows from 1.0 to 1.3 and beyond | "
                     f"dynamic degree from λM 1: {rises} | paired, {curve['from_1'][0]['n']} videos | {word} |")
         from .sweep import sweep_table
@@ -231,13 +231,13 @@ def report(root: Path) -> tuple[str, list[tuple[Ablation, list[dict]]], dict | N
         sections += ["## λM sets how much things move", "", "![motion curve](ablations_motion.png)", "",
                      sweep_table(curve["sweep"]), "", f"Dynamic degree against λM 1, paired per video: {rises}.", ""]
     else:
-        head.append("| λM sets how much things move | Paper: more motion as λM grows from 1.0 to 1.3 and beyond | – | – "
-                    "| not run yet |")
+        head.append("| λM sets how much things move | Paper: more motion as λM grows from 1.0 to 1.3 and beyond "
+                    "| – | – | not run yet |")
     return "\n".join(head + [""] + sections) + "\n", loaded, curve
 
 
 def _shown(kind: str) -> tuple[str, ...]:
-    return ("correct",) if kind in IMAGE_CHECKS else ("direction", "objects_every_frame")
+    return ("correct",) if kind in IMAGE_CATEGORIES else ("direction", "objects_every_frame")
 
 
 def plot(loaded: list[tuple[Ablation, list[dict]]], path: Path) -> None:
